@@ -1,0 +1,46 @@
+// The calibrator registry: observers by name with arguments, and observer files.
+//
+// A spec is "<name>[:<arg>[,<key>=<value>...]]":
+//   minmax                         MinMaxObserver
+//   moving_average:c=0.01          MovingAverageMinMaxObserver (averaging_constant)
+//   per_channel_minmax             PerChannelMinMaxObserver (axis from ObserverOptions)
+//   per_channel_moving_average:c=0.01
+//   histogram[:bins=2048]          HistogramObserver (PyTorch's L2 search)
+//   percentile:99.99[,bins=2048]   percentile of |x| (symmetric) or of x (affine)
+//   entropy[:bins=2048]            TensorRT's KL-divergence calibration
+//   mse[:bins=2048]                the clip minimizing expected squared error
+// Unknown names and bad arguments are InvalidArgument listing what exists / what is accepted.
+// Specs, quantizers, experiment flags and config files all go through CreateObserver.
+#ifndef QLAB_CALIBRATION_REGISTRY_H_
+#define QLAB_CALIBRATION_REGISTRY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "calibration/observer.h"
+
+namespace qlab::calibration {
+
+absl::StatusOr<std::unique_ptr<Observer>> CreateObserver(absl::string_view spec,
+                                                         const ObserverOptions& options = {});
+
+// Checks a spec without creating an observer (QuantizationSpec validates its observer name on
+// construction). `per_channel` is set to whether the named observer is a per-channel one.
+absl::Status ValidateObserverSpec(absl::string_view spec, bool* per_channel = nullptr);
+
+// Registered names, sorted.
+std::vector<std::string> ObserverNames();
+
+// One file per observer: the JSON state header, a newline, the binary payload; written to a
+// temporary file and renamed into place so that an interrupted save never leaves a torn file.
+absl::Status SaveObserver(const Observer& observer, const std::string& path);
+// DataLoss / InvalidArgument naming the path and the field for malformed files.
+absl::StatusOr<std::unique_ptr<Observer>> LoadObserver(const std::string& path);
+
+}  // namespace qlab::calibration
+
+#endif  // QLAB_CALIBRATION_REGISTRY_H_
