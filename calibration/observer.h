@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -53,6 +54,8 @@ class Observer {
   // "moving_average:c=0.01" or "per_channel_minmax".
   virtual std::string spec() const = 0;
   virtual bool per_channel() const = 0;
+  // The options it was created with (SaveObserver stores them beside the spec).
+  virtual const ObserverOptions& options() const = 0;
 
   // Feeds a float32 tensor. InvalidArgument for a non-float tensor, an empty tensor, a channel
   // axis out of range or a channel count different from earlier calls, and (unless skipped) for
