@@ -135,6 +135,10 @@ struct ObserverAttrs {
 // Quantize / dequantize with fixed parameters (convert's output), or, when `dynamic`, with
 // per-tensor parameters chosen from each run's min/max (dynamic quantization; `params` then gives
 // dtype, range and qscheme, its scales/zero points are unused).
+//
+// A dynamic dequantize reads the parameters its input (which must then be a dynamic quantize
+// node) chose in the same run: the integer tensor on the edge does not carry its scale, so the
+// pair stands for PyTorch's choose_qparams -> quantize_per_tensor -> dequantize_per_tensor.
 struct QuantizeAttrs {
   QuantParams params;
   bool dynamic = false;
@@ -194,7 +198,10 @@ class Graph {
   // Builders. Each validates its inputs (they exist, dtypes and shapes fit the op, attributes are
   // in range) and infers the output shape, returning InvalidArgument naming the node and the
   // offending value otherwise; names must be unique (AlreadyExists). An empty name asks for a
-  // fresh one derived from the op ("conv2d_3").
+  // fresh one derived from the op ("conv2d_3"). AddNode takes the compute and quantization ops
+  // (sources come from AddInput / AddParameter); `attrs` left std::monostate is filled with the
+  // op's attribute struct's defaults (e.g. Conv2dAttrs{} for conv2d), any other mismatch between
+  // op and attribute type is InvalidArgument.
   absl::StatusOr<NodeId> AddInput(std::string name, Shape shape,
                                   DType dtype = DType::kFloat32);
   absl::StatusOr<NodeId> AddParameter(std::string name, Tensor value);
@@ -210,6 +217,8 @@ class Graph {
   bool Contains(NodeId id) const;
   // QLAB_CHECKs that the node exists (ids come from this graph: a bad one is a bug).
   const Node& node(NodeId id) const;
+  // For passes that edit attributes, inputs or parameter values; never change `id` or `name`
+  // through it (the name index would go stale). Call InferShapes() after such edits.
   Node& mutable_node(NodeId id);
   // NotFound naming `name`.
   absl::StatusOr<NodeId> FindNode(absl::string_view name) const;
@@ -256,6 +265,20 @@ class Graph {
 
 // Attributes printed as Dump() prints them ("stride=[1,1], padding=[1,1], ..."); empty if none.
 std::string AttrsString(const Node& node);
+
+// The type of the value on an edge.
+struct ValueType {
+  Shape shape;
+  DType dtype = DType::kFloat32;
+};
+
+// The per-node half of shape inference, shared by the graph builders and the interpreter (which
+// re-derives every shape from the tensors of each run, whose batch may differ from the build
+// batch): validates `node`'s attributes against its inputs' types (one per node.inputs, in
+// order) and returns its output type. InvalidArgument naming the node and the offending value.
+// Graph-level rules (inputs exist, a dynamic dequantize reads a dynamic quantize) are checked by
+// the Graph. kInput returns the recorded type, kParameter its tensor's.
+absl::StatusOr<ValueType> InferOutputType(const Node& node, absl::Span<const ValueType> inputs);
 
 }  // namespace qlab
 
