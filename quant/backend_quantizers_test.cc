@@ -5,6 +5,7 @@
 #include "quant/backend_quantizers.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "quant/graph/interpreter.h"
 #include "quant/prepare.h"
 #include "quant/quantization_annotation.h"
+#include "quant/quantize_tensor.h"
 #include "quant/testing/test_graphs.h"
 
 namespace qlab {
@@ -213,32 +215,55 @@ TEST(ComposableQuantizerTest, LaterQuantizerTakesWhatEarlierLeft) {
 }
 
 // Tutorial test 10: the converted conv-bn-relu-pool-add network run by the interpreter stays
-// close to the float network, for every backend.
+// within about one quantization step of the float network's logits, for every backend.
 TEST(FlowTest, ConvertedNetworkTracksTheFloatNetwork) {
   for (const Backend backend : {Backend::kXnnpack, Backend::kX86, Backend::kTensorRT}) {
     SCOPED_TRACE(BackendName(backend));
     const Graph float_graph = FoldedNet();
     auto quantizer = Make(backend);
     PreparedModel prepared = Ok(PrepareWith(float_graph, *quantizer));
-    for (uint32_t seed = 0; seed < 4; ++seed) {
+    for (uint32_t seed = 0; seed < 8; ++seed) {
       ASSERT_TRUE(prepared.Calibrate({UniformTensor({2, 3, 12, 12}, -1.0f, 1.0f, seed)}).ok());
     }
     const Graph converted = Ok(Convert(prepared));
-    const Tensor probe = UniformTensor({2, 3, 12, 12}, -1.0f, 1.0f, 77);
-    const Tensor expected = Ok(RunGraph(float_graph, {probe})).outputs[0];
-    const Tensor actual = Ok(RunGraph(converted, {probe})).outputs[0];
-    ASSERT_EQ(actual.shape(), expected.shape());
-    float max_abs = 0.0f, max_diff = 0.0f;
-    for (int64_t i = 0; i < expected.numel(); ++i) {
-      max_abs = std::max(max_abs, std::fabs(expected.data<float>()[i]));
-      max_diff =
-          std::max(max_diff, std::fabs(expected.data<float>()[i] - actual.data<float>()[i]));
+    // The step the logits are measured in: the fc output's scale where the backend quantizes
+    // it (xnnpack, x86); tensorrt leaves outputs float, so use the step an int8 per-tensor
+    // quantization of the calibrated logits range would have.
+    const NodeId fc = Ok(float_graph.FindNode("fc"));
+    float step = 0.0f;
+    if (prepared.SlotOf(EdgeOrNode::Output(fc)).ok()) {
+      step = Ok(prepared.SlotQParams(Ok(prepared.SlotOf(EdgeOrNode::Output(fc))))).scales[0];
     }
-    // With 8-bit activations the logits' range spans ~255 steps; errors of a few steps through
-    // three quantized layers are expected, and 3% of the logits' range bounds them with margin
-    // while still failing for any mis-scaled layer (which is off by far more).
-    EXPECT_LT(max_diff, 0.03f * max_abs) << "max |float - converted| = " << max_diff;
-    EXPECT_GT(max_diff, 0.0f);  // it was really quantized
+    int64_t within_one_step = 0, count = 0;
+    float max_steps = 0.0f;
+    // Probed on the calibration batches: min-max ranges then cover every value, so what is
+    // measured is rounding error, not clipping (data outside the calibrated range saturates,
+    // by design, and says nothing about convert's correctness).
+    for (uint32_t seed = 0; seed < 8; ++seed) {
+      const Tensor probe = UniformTensor({2, 3, 12, 12}, -1.0f, 1.0f, seed);
+      const Tensor expected = Ok(RunGraph(float_graph, {probe})).outputs[0];
+      const Tensor actual = Ok(RunGraph(converted, {probe})).outputs[0];
+      ASSERT_EQ(actual.shape(), expected.shape());
+      if (step == 0.0f) {
+        const Range r = Ok(TensorMinMax(expected));
+        step = std::max(-r.min, r.max) / 127.0f;
+      }
+      for (int64_t i = 0; i < expected.numel(); ++i) {
+        const float steps = std::fabs(expected.data<float>()[i] - actual.data<float>()[i]) / step;
+        max_steps = std::max(max_steps, steps);
+        within_one_step += steps <= 1.0f;
+        ++count;
+      }
+    }
+    // The output's own rounding costs up to half a step; input, weight and intermediate
+    // rounding through three quantized layers add a fraction of a step on average but can line
+    // up on single logits. So: nearly all logits within one step, none beyond two.
+    EXPECT_GE(within_one_step, count * 9 / 10) << within_one_step << " of " << count;
+    EXPECT_LE(max_steps, 2.0f);
+    EXPECT_GT(max_steps, 0.0f);  // it was really quantized
+    std::printf("%s: %lld of %lld logits within one step, max %.2f steps\n",
+                BackendName(backend), static_cast<long long>(within_one_step),
+                static_cast<long long>(count), max_steps);
   }
 }
 
