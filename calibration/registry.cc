@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "calibration/histogram_observers.h"
 #include "calibration/minmax.h"
 #include "calibration/observer_util.h"
 #include "core/status_macros.h"
@@ -54,9 +55,29 @@ struct Entry {
 };
 
 constexpr double kDefaultAveragingConstant = 0.01;
+constexpr double kDefaultBins = 2048;
 
 ArgSpec AveragingConstant() {
   return {"c", 0.0, 1.0, kDefaultAveragingConstant, false, /*min_exclusive=*/true};
+}
+
+ArgSpec Bins() {
+  return {"bins", 2, static_cast<double>(internal::kMaxBins), kDefaultBins, /*integer=*/true};
+}
+ArgSpec TorchBinning(bool default_on) {
+  return {"torch_binning", 0, 1, default_on ? 1.0 : 0.0, /*integer=*/true};
+}
+
+Factory HistogramFactory(RangeMethod method) {
+  return [method](const Args& a, const ObserverOptions& o) {
+    HistogramObserverConfig config;
+    config.method = method;
+    config.bins = static_cast<int>(a.at("bins"));
+    config.percentile = a.count("p") != 0 ? a.at("p") : 0.0;
+    config.binning = a.at("torch_binning") != 0.0 ? HistogramBinning::kTorch113
+                                                  : HistogramBinning::kExact;
+    return MakeHistogramObserver(config, o);
+  };
 }
 
 const std::vector<Entry>& Table() {
@@ -77,6 +98,15 @@ const std::vector<Entry>& Table() {
        [](const Args& a, const ObserverOptions& o) {
          return MakeMinMaxObserver({true, a.at("c")}, o);
        }},
+      {"histogram", false, "bins", {Bins(), TorchBinning(true)},
+       HistogramFactory(RangeMethod::kTorchL2)},
+      {"percentile", false, "p",
+       {{"p", 0.0, 100.0, std::nullopt, false, /*min_exclusive=*/true}, Bins(),
+        TorchBinning(false)},
+       HistogramFactory(RangeMethod::kPercentile)},
+      {"entropy", false, "bins", {Bins(), TorchBinning(false)},
+       HistogramFactory(RangeMethod::kEntropy)},
+      {"mse", false, "bins", {Bins(), TorchBinning(false)}, HistogramFactory(RangeMethod::kMse)},
   };
   return *table;
 }
@@ -184,6 +214,14 @@ absl::Status ValidateObserverSpec(absl::string_view spec, bool* per_channel) {
   QLAB_ASSIGN_OR_RETURN(const Parsed parsed, Parse(spec));
   if (per_channel != nullptr) *per_channel = parsed.entry->per_channel;
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Observer>> CreateObserverFromHistogram(absl::string_view spec,
+                                                                      const Observer& source) {
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<Observer> observer,
+                        CreateObserver(spec, source.options()));
+  QLAB_RETURN_IF_ERROR(AdoptHistogram(source, *observer));
+  return observer;
 }
 
 std::vector<std::string> ObserverNames() {

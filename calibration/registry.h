@@ -6,6 +6,8 @@
 //   per_channel_minmax             PerChannelMinMaxObserver (axis from ObserverOptions)
 //   per_channel_moving_average:c=0.01
 //   histogram[:bins=2048]          HistogramObserver (PyTorch's L2 search)
+//                                  (histogram-family observers also take torch_binning=0|1,
+//                                  see histogram.h)
 //   percentile:99.99[,bins=2048]   percentile of |x| (symmetric) or of x (affine)
 //   entropy[:bins=2048]            TensorRT's KL-divergence calibration
 //   mse[:bins=2048]                the clip minimizing expected squared error
@@ -31,6 +33,13 @@ absl::StatusOr<std::unique_ptr<Observer>> CreateObserver(absl::string_view spec,
 // Checks a spec without creating an observer (QuantizationSpec validates its observer name on
 // construction). `per_channel` is set to whether the named observer is a per-channel one.
 absl::Status ValidateObserverSpec(absl::string_view spec, bool* per_channel = nullptr);
+
+// Collect once, compute many: an observer of `spec` (a histogram-family one: histogram,
+// percentile, entropy, mse) holding the histogram `source` collected, so another method's range
+// needs no second pass over the data. InvalidArgument unless both are histogram observers with
+// the same bins and torch_binning (e.g. "percentile:99.9" from "entropy", both exact binning).
+absl::StatusOr<std::unique_ptr<Observer>> CreateObserverFromHistogram(absl::string_view spec,
+                                                                      const Observer& source);
 
 // Registered names, sorted.
 std::vector<std::string> ObserverNames();

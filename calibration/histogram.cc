@@ -1,0 +1,607 @@
+// Histogram collection and the range methods (see histogram.h).
+//
+// The kTorch113 paths reproduce PyTorch 1.13's float32 arithmetic operation by operation (its
+// tensors are float32, its Python scalars double; each comment names the PyTorch expression), so
+// that ranges, and therefore scales, come out bit-identical. The batch binning is the Highway
+// kernel of kernels/histogram, which implements torch.histc's bin rule.
+#include "calibration/histogram.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/histogram/histogram.h"
+
+namespace qlab::calibration {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// torch.histc(x, bins, min=lo, max=hi) added to `counts` (as float32 counts, like PyTorch's).
+// `lo`/`hi` are the doubles histc receives; equal bounds fall back to the data's range, then to
+// [lo - 1, hi + 1], as histc does.
+std::vector<double> Histc(const float* x, size_t n, int bins, double lo, double hi,
+                          float data_min, float data_max) {
+  if (lo == hi) {
+    lo = data_min;
+    hi = data_max;
+  }
+  if (lo == hi) {
+    lo -= 1;
+    hi += 1;
+  }
+  std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
+  const kernels::HistogramBinning binning{static_cast<float>(lo), static_cast<float>(hi),
+                                          static_cast<uint32_t>(bins)};
+  if (binning.lo < binning.hi) {
+    kernels::HistogramAccumulate(x, n, binning, counts.data());
+  } else {
+    // Bounds that collapse in float32 (a range narrower than one float ulp): one bin holds all.
+    for (size_t i = 0; i < n; ++i) counts[0] += std::isfinite(x[i]) ? 1 : 0;
+  }
+  // float32 counts, as PyTorch's histogram buffer holds them.
+  return std::vector<double>(counts.begin(), counts.end());
+}
+
+// Spreads `mass` uniformly over [a, b] into `dst` (bins of `width` from `lo`); a point mass
+// (a == b) goes to the bin holding it. Positions outside the grid are clamped into it.
+void Deposit(std::vector<double>& dst, double lo, double width, double a, double b,
+             double mass) {
+  if (mass == 0.0) return;
+  const int n = static_cast<int>(dst.size());
+  auto bin_of = [&](double v) {
+    if (!(width > 0.0)) return 0;
+    const double pos = std::floor((v - lo) / width);
+    return static_cast<int>(std::clamp(pos, 0.0, static_cast<double>(n - 1)));
+  };
+  if (!(b > a)) {
+    dst[static_cast<size_t>(bin_of(a))] += mass;
+    return;
+  }
+  const int first = bin_of(a), last = bin_of(b);
+  if (first == last) {
+    dst[static_cast<size_t>(first)] += mass;
+    return;
+  }
+  const double density = mass / (b - a);
+  double deposited = 0.0;
+  for (int k = first; k < last; ++k) {
+    const double edge_lo = k == first ? a : lo + k * width;
+    const double edge_hi = lo + (k + 1) * width;
+    const double part = density * std::max(0.0, edge_hi - edge_lo);
+    dst[static_cast<size_t>(k)] += part;
+    deposited += part;
+  }
+  // The remainder, so that the mass is conserved exactly whatever the rounding above.
+  dst[static_cast<size_t>(last)] += mass - deposited;
+}
+
+}  // namespace
+
+std::vector<double> RebinExact(const std::vector<double>& counts, double lo, double hi,
+                               int bins, double new_lo, double new_hi) {
+  std::vector<double> out(static_cast<size_t>(bins), 0.0);
+  const double new_width = (new_hi - new_lo) / bins;
+  const double width = (hi - lo) / static_cast<double>(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const double a = lo + static_cast<double>(i) * width;
+    const double b = i + 1 == counts.size() ? hi : lo + static_cast<double>(i + 1) * width;
+    Deposit(out, new_lo, new_width, a, b, counts[i]);
+  }
+  return out;
+}
+
+Histogram::Histogram(int bins, HistogramBinning binning)
+    : binning_(binning), min_(kInf), max_(-kInf), counts_(static_cast<size_t>(bins), 0.0) {}
+
+void Histogram::Reset() {
+  min_ = kInf;
+  max_ = -kInf;
+  std::fill(counts_.begin(), counts_.end(), 0.0);
+}
+
+double Histogram::total() const {
+  double t = 0.0;
+  for (double c : counts_) t += c;
+  return t;
+}
+
+void Histogram::Add(const float* x, size_t n, float batch_min, float batch_max) {
+  if (binning_ == HistogramBinning::kTorch113) {
+    AddTorch113(x, n, batch_min, batch_max);
+  } else {
+    AddExact(x, n, batch_min, batch_max);
+  }
+}
+
+void Histogram::AddTorch113(const float* x, size_t n, float batch_min, float batch_max) {
+  const int bins = this->bins();
+  // `same_values = min_val.item() == max_val.item()`; uninitialized is +inf/-inf.
+  if (empty() || min_ == max_) {
+    min_ = batch_min;
+    max_ = batch_max;
+    // torch.histc(x, bins, min=int(min_val), max=int(max_val)): Python's int() truncates.
+    counts_ = Histc(x, n, bins, std::trunc(static_cast<double>(min_)),
+                    std::trunc(static_cast<double>(max_)), batch_min, batch_max);
+    return;
+  }
+  float combined_min = std::min(batch_min, min_);
+  float combined_max = std::max(batch_max, max_);
+  // _adjust_min_max, float32 tensors throughout:
+  //   hist_bin_width = (max_val - min_val) / (bins * upsample_rate)
+  const float hist_bin_width =
+      (max_ - min_) / static_cast<float>(static_cast<int64_t>(bins) * kUpsampleRate);
+  //   downsample_rate = int(ceil((combined_max - combined_min) / (bins * hist_bin_width)))
+  const float grid = static_cast<float>(bins) * hist_bin_width;
+  const int64_t downsample_rate =
+      static_cast<int64_t>(std::ceil((combined_max - combined_min) / grid));
+  //   e = downsample_rate * (bins * hist_bin_width) - (combined_max - combined_min)
+  const float e = static_cast<float>(downsample_rate) * grid - (combined_max - combined_min);
+  combined_max = combined_max + e;
+  //   start_idx = int(round((min_val - combined_min) / hist_bin_width)), half to even
+  const int64_t start_idx =
+      static_cast<int64_t>(std::nearbyint((min_ - combined_min) / hist_bin_width));
+
+  std::vector<double> combined =
+      Histc(x, n, bins, std::trunc(static_cast<double>(combined_min)),
+            std::trunc(static_cast<double>(combined_max)), batch_min, batch_max);
+  if (combined_min == min_ && combined_max == max_) {
+    for (size_t i = 0; i < combined.size(); ++i) {
+      combined[i] = static_cast<float>(static_cast<float>(combined[i]) +
+                                       static_cast<float>(counts_[i]));
+    }
+  } else {
+    // _combine_histograms: the old histogram repeated upsample_rate times per bin, placed at
+    // start_idx in a zero array of bins * downsample_rate, integrated in double (cumsum,
+    // sequentially) and sampled every downsample_rate; differences (the previous integral
+    // stored through a float32 tensor) divided by upsample_rate, cast to float32 and added.
+    const int64_t up = kUpsampleRate;
+    const int64_t region_begin = start_idx;
+    const int64_t region_end =
+        std::min<int64_t>(start_idx + bins * up, static_cast<int64_t>(bins) * downsample_rate);
+    double integral = 0.0;
+    int64_t next = region_begin;  // next upsampled element not yet integrated
+    float previous = 0.0f;        // shifted_integral_histogram, a float32 tensor
+    for (int64_t k = 0; k < bins; ++k) {
+      const int64_t sample = (k + 1) * downsample_rate;  // integrate elements [0, sample)
+      while (next < region_end && next < sample) {
+        integral += static_cast<double>(static_cast<float>(counts_[static_cast<size_t>(
+            (next - region_begin) / up)]));
+        ++next;
+      }
+      const double interpolated = (integral - static_cast<double>(previous)) /
+                                  static_cast<double>(up);
+      combined[static_cast<size_t>(k)] =
+          static_cast<float>(static_cast<float>(combined[static_cast<size_t>(k)]) +
+                             static_cast<float>(interpolated));
+      previous = static_cast<float>(integral);
+    }
+  }
+  counts_ = std::move(combined);
+  min_ = combined_min;
+  max_ = combined_max;
+}
+
+void Histogram::AddExact(const float* x, size_t n, float batch_min, float batch_max) {
+  const int bins = this->bins();
+  const float new_min = empty() ? batch_min : std::min(batch_min, min_);
+  const float new_max = empty() ? batch_max : std::max(batch_max, max_);
+  if (!empty() && (new_min != min_ || new_max != max_)) {
+    counts_ = RebinExact(counts_, min_, max_, bins, new_min, new_max);
+  }
+  min_ = new_min;
+  max_ = new_max;
+  if (min_ < max_) {
+    std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
+    kernels::HistogramAccumulate(x, n, {min_, max_, static_cast<uint32_t>(bins)}, counts.data());
+    for (size_t i = 0; i < counts.size(); ++i) counts_[i] += static_cast<double>(counts[i]);
+  } else {
+    // A point mass: every finite value equals min_ (== max_).
+    for (size_t i = 0; i < n; ++i) counts_[0] += std::isfinite(x[i]) ? 1.0 : 0.0;
+  }
+}
+
+absl::Status Histogram::Merge(const Histogram& other_ref) {
+  if (other_ref.bins() != bins() || other_ref.binning() != binning_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot merge a histogram of ", other_ref.bins(), " bins into one of ", bins(),
+        other_ref.binning() != binning_ ? " with another binning" : ""));
+  }
+  if (other_ref.empty()) return absl::OkStatus();
+  const Histogram other = other_ref;  // a copy: merging a histogram into itself
+  if (empty()) {
+    *this = other;
+    return absl::OkStatus();
+  }
+  const float lo = std::min(min_, other.min_), hi = std::max(max_, other.max_);
+  std::vector<double> mine = (lo == min_ && hi == max_)
+                                 ? counts_
+                                 : RebinExact(counts_, min_, max_, bins(), lo, hi);
+  const std::vector<double> theirs =
+      (lo == other.min_ && hi == other.max_)
+          ? other.counts_
+          : RebinExact(other.counts_, other.min_, other.max_, bins(), lo, hi);
+  for (size_t i = 0; i < mine.size(); ++i) mine[i] += theirs[i];
+  counts_ = std::move(mine);
+  min_ = lo;
+  max_ = hi;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Histogram> Histogram::FromParts(HistogramBinning binning, float min, float max,
+                                               std::vector<double> counts) {
+  if (counts.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("histogram: ", counts.size(), " bins"));
+  }
+  Histogram h(static_cast<int>(counts.size()), binning);
+  const bool empty = min == kInf && max == -kInf;
+  if (!empty && !(std::isfinite(min) && std::isfinite(max) && min <= max)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("histogram: range [", min, ", ", max, "] is not a finite range"));
+  }
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (!(counts[i] >= 0.0) || std::isinf(counts[i]) || (empty && counts[i] != 0.0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("histogram: counts[", i, "] = ", counts[i], " is impossible"));
+    }
+  }
+  h.min_ = min;
+  h.max_ = max;
+  h.counts_ = std::move(counts);
+  return h;
+}
+
+AbsHistogram FoldAbs(const Histogram& h, int bins) {
+  AbsHistogram out;
+  out.counts.assign(static_cast<size_t>(bins), 0.0);
+  if (h.empty()) return out;
+  const double lo = h.min(), hi = h.max();
+  out.amax = std::max(std::abs(lo), std::abs(hi));
+  const double width = out.amax / bins;
+  const size_t n = h.counts().size();
+  const double src_width = (hi - lo) / static_cast<double>(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double mass = h.counts()[i];
+    if (mass == 0.0) continue;
+    const double a = lo + static_cast<double>(i) * src_width;
+    const double b = i + 1 == n ? hi : lo + static_cast<double>(i + 1) * src_width;
+    if (a >= 0.0) {
+      Deposit(out.counts, 0.0, width, a, b, mass);
+    } else if (b <= 0.0) {
+      Deposit(out.counts, 0.0, width, -b, -a, mass);
+    } else {  // straddles 0: split in proportion to the two sides
+      const double negative = mass * (-a) / (b - a);
+      Deposit(out.counts, 0.0, width, 0.0, -a, negative);
+      Deposit(out.counts, 0.0, width, 0.0, b, mass - negative);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PyTorch 1.13 _non_linear_param_search and _compute_quantization_error.
+namespace {
+
+// torch.div(a, b, rounding_mode='floor') for float32 as PyTorch's vectorized CPU kernel computes
+// it (the path taken for the whole 2048-element tensors): Python-style floor of the quotient,
+// with the plain quotient where the truncated division is 0 (the kernel's blend) or b is 0.
+float FloorDivide(float a, float b) {
+  if (b == 0.0f) return a / b;
+  const float mod = std::fmod(a, b);
+  float div = (a - mod) / b;
+  if (mod != 0.0f && ((b < 0.0f) != (mod < 0.0f))) div -= 1.0f;
+  if (div == 0.0f) return a / b;
+  float floordiv = std::floor(div);
+  if (div - floordiv > 0.5f) floordiv += 1.0f;
+  return floordiv;
+}
+
+// _get_norm: density * (end^3 - begin^3) / 3, in float32.
+float Norm(float begin, float end, float density) {
+  const float n = (end * end * end - begin * begin * begin) / 3.0f;
+  return density * n;
+}
+
+double TorchQuantizationError(const std::vector<float>& hist, float min_val, float max_val,
+                              int start_bin, int end_bin, int dst_nbins) {
+  const int bins = static_cast<int>(hist.size());
+  // bin_width = (max_val.item() - min_val.item()) / bins: Python doubles.
+  const double bin_width = (static_cast<double>(max_val) - static_cast<double>(min_val)) / bins;
+  const double dst_bin_width =
+      bin_width * static_cast<double>(end_bin - start_bin + 1) / dst_nbins;
+  if (dst_bin_width == 0.0) return 0.0;
+  // Python scalars meet float32 tensors: they are rounded to float32.
+  const float bw = static_cast<float>(bin_width);
+  const float dbw = static_cast<float>(dst_bin_width);
+  const float half = static_cast<float>(dst_bin_width / 2);
+  const float neg_half = static_cast<float>(-dst_bin_width / 2);
+  const float last = static_cast<float>(dst_nbins - 1);
+  const float middle = (half * half * half - neg_half * neg_half * neg_half) / 3.0f;
+  double sum = 0.0;
+  for (int i = 0; i < bins; ++i) {
+    const float src_begin = static_cast<float>(i - start_bin) * bw;
+    const float src_end = src_begin + bw;
+    const float dst_begin = std::clamp(FloorDivide(src_begin, dbw), 0.0f, last);
+    const float dst_begin_center = (dst_begin + 0.5f) * dbw;
+    const float dst_end = std::clamp(FloorDivide(src_end, dbw), 0.0f, last);
+    const float density = hist[static_cast<size_t>(i)] / bw;
+    float norm = 0.0f;
+    norm += Norm(src_begin - dst_begin_center, half, density);
+    norm += (dst_end - dst_begin - 1.0f) * (density * middle);
+    const float dst_end_center = dst_end * dbw + half;
+    norm += Norm(neg_half, src_end - dst_end_center, density);
+    sum += norm;
+  }
+  // norm.sum().item(): a float32 sum (PyTorch's own summation order differs from ours; the
+  // double sum rounded once is within an ulp of it, see histogram_conformance_test).
+  return static_cast<float>(sum);
+}
+
+}  // namespace
+
+ClipRange TorchL2Range(const Histogram& h, int dst_nbins) {
+  const int bins = h.bins();
+  std::vector<float> hist(h.counts().begin(), h.counts().end());
+  const float min_val = h.min(), max_val = h.max();
+  // bin_width = (max_val - min_val) / bins: float32 tensors.
+  const float bin_width = (max_val - min_val) / static_cast<float>(bins);
+  // total = torch.sum(histogram).item(); cSum = torch.cumsum(histogram) (double accumulator,
+  // float32 results).
+  double total_d = 0.0;
+  std::vector<float> csum(hist.size());
+  for (size_t i = 0; i < hist.size(); ++i) {
+    total_d += hist[i];
+    csum[i] = static_cast<float>(total_d);
+  }
+  const double total = static_cast<float>(total_d);
+  const double stepsize = 1e-5;
+  double alpha = 0.0, beta = 1.0;
+  int start_bin = 0, end_bin = bins - 1;
+  double norm_min = std::numeric_limits<double>::infinity();
+  while (alpha < beta) {
+    const double next_alpha = alpha + stepsize;
+    const double next_beta = beta - stepsize;
+    // cSum[l] < next_alpha * total: a float32 tensor against a Python float, compared in float32.
+    const float alpha_mass = static_cast<float>(next_alpha * total);
+    const float beta_mass = static_cast<float>(next_beta * total);
+    int l = start_bin, r = end_bin;
+    while (l < end_bin && csum[static_cast<size_t>(l)] < alpha_mass) ++l;
+    while (r > start_bin && csum[static_cast<size_t>(r)] > beta_mass) --r;
+    int next_start_bin = start_bin, next_end_bin = end_bin;
+    if (l - start_bin > end_bin - r) {
+      next_start_bin = l;
+      alpha = next_alpha;
+    } else {
+      next_end_bin = r;
+      beta = next_beta;
+    }
+    if (next_start_bin == start_bin && next_end_bin == end_bin) continue;
+    const double norm =
+        TorchQuantizationError(hist, min_val, max_val, next_start_bin, next_end_bin, dst_nbins);
+    if (norm > norm_min) break;
+    norm_min = norm;
+    start_bin = next_start_bin;
+    end_bin = next_end_bin;
+  }
+  // new_min = min_val + bin_width * start_bin; new_max = min_val + bin_width * (end_bin + 1).
+  return {min_val + bin_width * static_cast<float>(start_bin),
+          min_val + bin_width * static_cast<float>(end_bin + 1)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Percentile, entropy, MSE.
+
+double PercentileAmax(const AbsHistogram& h, double p) {
+  double total = 0.0;
+  for (double c : h.counts) total += c;
+  const double width = h.amax / static_cast<double>(h.counts.size());
+  const double target = p / 100.0 * total;
+  double below = 0.0;
+  for (size_t i = 0; i < h.counts.size(); ++i) {
+    below += h.counts[i];
+    if (below >= target) return static_cast<double>(i + 1) * width;
+  }
+  return h.amax;
+}
+
+namespace {
+
+// Edges of x-percentiles on the signed histogram: the smallest edge with at least q of the mass
+// below it (upper), the largest edge with at most 1 - q... (lower: mirror).
+ClipRange PercentileRangeAffine(const Histogram& h, double p) {
+  const std::vector<double>& c = h.counts();
+  const double total = h.total();
+  const double width = (static_cast<double>(h.max()) - h.min()) / static_cast<double>(c.size());
+  const double tail = (1.0 - p / 100.0) * total;
+  // Lower: the largest edge with at most `tail` of the mass below it.
+  double below = 0.0;
+  size_t lower = 0;
+  while (lower < c.size() && below + c[lower] <= tail) below += c[lower++];
+  // Upper: the smallest edge with at most `tail` of the mass above it.
+  double above = 0.0;
+  size_t upper = c.size();
+  while (upper > 0 && above + c[upper - 1] <= tail) above += c[--upper];
+  if (upper <= lower) {  // a (near) point mass: keep one bin
+    upper = std::min(lower + 1, c.size());
+    lower = upper - 1;
+  }
+  return {static_cast<float>(h.min() + static_cast<double>(lower) * width),
+          static_cast<float>(h.min() + static_cast<double>(upper) * width)};
+}
+
+}  // namespace
+
+double EntropyAmax(const AbsHistogram& h, int num_quant_bins, int start_bin) {
+  std::vector<double> bins = h.counts;
+  const int n = static_cast<int>(bins.size());
+  if (n >= 2) bins[0] = bins[1];
+  const double width = h.amax / n;
+  // Suffix sums: the outliers beyond each candidate threshold.
+  std::vector<double> beyond(static_cast<size_t>(n) + 1, 0.0);
+  for (int i = n - 1; i >= 0; --i) beyond[static_cast<size_t>(i)] = beyond[i + 1] + bins[i];
+  double best = std::numeric_limits<double>::infinity();
+  int best_i = n;
+  std::vector<double> merged(static_cast<size_t>(num_quant_bins));
+  std::vector<int> nonzero(static_cast<size_t>(num_quant_bins));
+  std::vector<int> quant_bin_of(static_cast<size_t>(n));
+  for (int i = std::min(start_bin, n); i <= n; ++i) {
+    // Source bin j belongs to quantized bin k with space[k] <= j < space[k+1], where
+    // space = linspace(0, i, num_quant_bins + 1) in double (numpy's digitize).
+    const double step = static_cast<double>(i) / num_quant_bins;
+    std::fill(merged.begin(), merged.end(), 0.0);
+    std::fill(nonzero.begin(), nonzero.end(), 0);
+    int k = 0;
+    for (int j = 0; j < i; ++j) {
+      while (k + 1 < num_quant_bins && static_cast<double>(k + 1) * step <= j) ++k;
+      quant_bin_of[static_cast<size_t>(j)] = k;
+      if (bins[static_cast<size_t>(j)] != 0.0) {
+        merged[static_cast<size_t>(k)] += bins[static_cast<size_t>(j)];
+        ++nonzero[static_cast<size_t>(k)];
+      }
+    }
+    // P: bins[0, i) with the outliers in its last bin; Q: merged bins expanded back over their
+    // non-empty source bins. Both normalized; KL(P || Q) = sum p log(p / q).
+    double p_total = 0.0, q_total = 0.0;
+    for (int j = 0; j < i; ++j) {
+      p_total += bins[static_cast<size_t>(j)];
+      const int q = quant_bin_of[static_cast<size_t>(j)];
+      if (bins[static_cast<size_t>(j)] != 0.0) {
+        q_total += merged[static_cast<size_t>(q)] / nonzero[static_cast<size_t>(q)];
+      }
+    }
+    p_total += beyond[static_cast<size_t>(i)];
+    if (i == 0 || p_total == 0.0 || q_total == 0.0) continue;
+    double kl = 0.0;
+    for (int j = 0; j < i; ++j) {
+      double p = bins[static_cast<size_t>(j)];
+      if (j == i - 1) p += beyond[static_cast<size_t>(i)];
+      if (p == 0.0) continue;
+      const int q_bin = quant_bin_of[static_cast<size_t>(j)];
+      const double q = bins[static_cast<size_t>(j)] != 0.0
+                           ? merged[static_cast<size_t>(q_bin)] / nonzero[static_cast<size_t>(q_bin)]
+                           : 0.0;
+      if (q == 0.0) {
+        kl = std::numeric_limits<double>::infinity();
+        break;
+      }
+      kl += (p / p_total) * std::log((p / p_total) / (q / q_total));
+    }
+    if (kl <= best) {  // the last of equal minima, as pytorch-quantization's argmin over reversed
+      best = kl;
+      best_i = i;
+    }
+  }
+  return static_cast<double>(best_i) * width;
+}
+
+namespace {
+
+// The range a symmetric |x| threshold gives for `target` on data spanning [lo, hi].
+ClipRange RangeFromAmax(double amax, const Histogram& h, const QuantTarget& target) {
+  const float a = static_cast<float>(amax);
+  if (IsSymmetric(target.qscheme)) return {-a, a};
+  return {std::max(h.min(), -a), std::min(h.max(), a)};
+}
+
+}  // namespace
+
+double MseAmax(const Histogram& h, const AbsHistogram& abs, const QuantTarget& target,
+               int start_bin) {
+  const int n_abs = static_cast<int>(abs.counts.size());
+  const double abs_width = abs.amax / n_abs;
+  const size_t n = h.counts().size();
+  const double width = (static_cast<double>(h.max()) - h.min()) / static_cast<double>(n);
+  double best = std::numeric_limits<double>::infinity();
+  double best_amax = abs.amax;
+  for (int i = std::min(start_bin, n_abs - 1); i < n_abs; ++i) {
+    const double amax = (i + 0.5) * abs_width;
+    const ClipRange r = RangeFromAmax(amax, h, target);
+    const absl::StatusOr<QuantParams> qp = ChooseQParams(r.min, r.max, target);
+    if (!qp.ok()) continue;
+    const double scale = qp->scales[0];
+    const double zp = qp->zero_points[0];
+    double err = 0.0;
+    for (size_t j = 0; j < n; ++j) {
+      const double count = h.counts()[j];
+      if (count == 0.0) continue;
+      const double center = h.min() + (static_cast<double>(j) + 0.5) * width;
+      const double q = std::clamp(std::nearbyint(center / scale) + zp,
+                                  static_cast<double>(target.quant_min),
+                                  static_cast<double>(target.quant_max));
+      const double d = (q - zp) * scale - center;
+      err += count * d * d;
+    }
+    if (err < best) {
+      best = err;
+      best_amax = amax;
+    }
+  }
+  return best_amax;
+}
+
+const char* RangeMethodName(RangeMethod m) {
+  switch (m) {
+    case RangeMethod::kMax:
+      return "max";
+    case RangeMethod::kTorchL2:
+      return "torch_l2";
+    case RangeMethod::kPercentile:
+      return "percentile";
+    case RangeMethod::kEntropy:
+      return "entropy";
+    case RangeMethod::kMse:
+      return "mse";
+  }
+  return "?";
+}
+
+absl::StatusOr<ClipRange> ComputeRange(const Histogram& h, const RangeRequest& request,
+                                       const QuantTarget& target) {
+  QLAB_RETURN_IF_ERROR(target.Validate());
+  if (IsPerChannel(target.qscheme)) {
+    return absl::InvalidArgumentError(absl::StrCat("histogram ranges are per tensor, got ",
+                                                   QSchemeName(target.qscheme)));
+  }
+  if (h.empty()) {
+    return absl::FailedPreconditionError(
+        "the histogram is empty: calibrate before computing ranges");
+  }
+  if (h.min() == h.max() || request.method == RangeMethod::kMax) {
+    return ClipRange{h.min(), h.max()};
+  }
+  switch (request.method) {
+    case RangeMethod::kMax:
+      break;
+    case RangeMethod::kTorchL2: {
+      // dst_nbins = 2 ** torch.iinfo(dtype).bits.
+      const int dst_nbins = target.dtype == DType::kInt32 ? (1 << 30) : 256;
+      return TorchL2Range(h, dst_nbins);
+    }
+    case RangeMethod::kPercentile: {
+      if (!(request.percentile > 0.0 && request.percentile <= 100.0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("percentile must be in (0, 100], got ", request.percentile));
+      }
+      if (!IsSymmetric(target.qscheme)) return PercentileRangeAffine(h, request.percentile);
+      const double amax = PercentileAmax(FoldAbs(h, h.bins()), request.percentile);
+      return RangeFromAmax(amax, h, target);
+    }
+    case RangeMethod::kEntropy: {
+      // 2^(bits-1) quantized bins for signed grids, 2^bits for unsigned ones (pytorch-
+      // quantization's `1 << (num_bits - 1 + unsigned)`): affine on one-sided data is unsigned.
+      const int64_t levels = int64_t{target.quant_max} - target.quant_min + 1;
+      const bool is_unsigned = !IsSymmetric(target.qscheme) && h.min() >= 0.0f;
+      const int num_quant_bins =
+          static_cast<int>(std::clamp<int64_t>(is_unsigned ? levels : levels / 2, 2, 1 << 24));
+      return RangeFromAmax(EntropyAmax(FoldAbs(h, h.bins()), num_quant_bins), h, target);
+    }
+    case RangeMethod::kMse:
+      return RangeFromAmax(MseAmax(h, FoldAbs(h, h.bins()), target), h, target);
+  }
+  return absl::InternalError("unknown range method");
+}
+
+}  // namespace qlab::calibration
