@@ -99,7 +99,7 @@ size_t HistogramAccumulateImpl(const float* x, size_t n, const HistogramBinning&
   return counted;
 }
 
-const char* ChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
+const char* HistogramChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
 }  // namespace HWY_NAMESPACE
@@ -110,14 +110,14 @@ HWY_AFTER_NAMESPACE();
 namespace qlab::kernels {
 
 HWY_EXPORT(HistogramAccumulateImpl);
-HWY_EXPORT(ChosenTargetName);
+HWY_EXPORT(HistogramChosenTargetName);
 
 size_t HistogramAccumulate(const float* x, size_t n, const HistogramBinning& binning,
                            int64_t* counts) {
   return HWY_DYNAMIC_DISPATCH(HistogramAccumulateImpl)(x, n, binning, counts);
 }
 
-const char* HistogramKernelTargetName() { return HWY_DYNAMIC_DISPATCH(ChosenTargetName)(); }
+const char* HistogramKernelTargetName() { return HWY_DYNAMIC_DISPATCH(HistogramChosenTargetName)(); }
 
 }  // namespace qlab::kernels
 #endif  // HWY_ONCE
