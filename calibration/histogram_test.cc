@@ -1,0 +1,419 @@
+// Tests of histogram calibration: re-binning and folding (mass conservation, aligned grids
+// exact), merge semantics, the percentile / entropy / MSE methods against brute-force
+// implementations written here from their published descriptions on the same histograms, and on
+// distributions whose optimal clip is known analytically; collect once / compute many through
+// the registry; histogram observer state and files; the NaN/Inf policy.
+#include "calibration/histogram.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "calibration/histogram_observers.h"
+#include "calibration/registry.h"
+#include "gtest/gtest.h"
+
+namespace qlab::calibration {
+namespace {
+
+const QuantTarget kInt8Symmetric{DType::kInt8, -128, 127, QScheme::kPerTensorSymmetric};
+const QuantTarget kInt8Affine{DType::kInt8, -128, 127, QScheme::kPerTensorAffine};
+const QuantTarget kUInt8Affine{DType::kUInt8, 0, 255, QScheme::kPerTensorAffine};
+
+enum class Dist { kUniform, kUniformPositive, kLaplace, kNormal };
+
+std::vector<float> Sample(Dist d, size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> positive(0.0f, 1.0f);
+  std::exponential_distribution<float> exponential(1.0f);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& v : x) {
+    switch (d) {
+      case Dist::kUniform:
+        v = uniform(rng);
+        break;
+      case Dist::kUniformPositive:
+        v = positive(rng);
+        break;
+      case Dist::kLaplace:
+        v = exponential(rng) * (positive(rng) < 0.5f ? -1.0f : 1.0f);
+        break;
+      case Dist::kNormal:
+        v = normal(rng);
+        break;
+    }
+    v *= scale;
+  }
+  return x;
+}
+
+void AddBatch(Histogram& h, const std::vector<float>& x) {
+  const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+  h.Add(x.data(), x.size(), *lo, *hi);
+}
+
+Histogram Collect(Dist d, size_t n, uint32_t seed, int bins = 2048,
+                  HistogramBinning binning = HistogramBinning::kExact) {
+  Histogram h(bins, binning);
+  AddBatch(h, Sample(d, n, seed));
+  return h;
+}
+
+double Sum(const std::vector<double>& v) { return std::accumulate(v.begin(), v.end(), 0.0); }
+
+Tensor AsTensor(const std::vector<float>& v) {
+  Tensor t = Tensor::Create(DType::kFloat32, {static_cast<int64_t>(v.size())}).value();
+  std::copy(v.begin(), v.end(), t.data<float>());
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-binning, folding, merging.
+
+TEST(RebinExactTest, ConservesMassAndIsExactOnAlignedGrids) {
+  const std::vector<double> counts = {1, 2, 3, 4, 5, 6, 7, 8};
+  // [0, 1] in 8 bins onto [0, 2] in 8 bins: each new bin holds two old ones, no smearing.
+  const std::vector<double> doubled = RebinExact(counts, 0.0, 1.0, 8, 0.0, 2.0);
+  EXPECT_EQ(doubled, (std::vector<double>{3, 7, 11, 15, 0, 0, 0, 0}));
+  // Shifted by a whole bin: [0, 1] onto [-0.125, 1] in 9 bins.
+  const std::vector<double> shifted = RebinExact(counts, 0.0, 1.0, 9, -0.125, 1.0);
+  EXPECT_EQ(shifted, (std::vector<double>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  // Unaligned: mass conserved (to rounding of the doubles involved).
+  const std::vector<double> odd = RebinExact(counts, 0.3, 1.7, 13, -2.0, 5.0);
+  EXPECT_NEAR(Sum(odd), 36.0, 1e-12);  // a few double roundings of values <= 36
+  // A point mass lands in the bin holding it.
+  const std::vector<double> point = RebinExact({0, 5, 0}, 0.5, 0.5, 4, 0.0, 1.0);
+  EXPECT_EQ(point, (std::vector<double>{0, 0, 5, 0}));
+}
+
+TEST(FoldAbsTest, ConservesMassAndMirrors) {
+  Histogram h(2048, HistogramBinning::kExact);
+  std::vector<float> x = Sample(Dist::kUniform, 10000, 1);
+  for (size_t i = 0; i < 5000; ++i) x[5000 + i] = -x[i];  // exactly symmetric data
+  AddBatch(h, x);
+  const AbsHistogram a = FoldAbs(h, 1024);
+  EXPECT_NEAR(Sum(a.counts), 10000.0, 1e-9);  // rounding of the proportional split only
+  EXPECT_FLOAT_EQ(static_cast<float>(a.amax), std::max(-h.min(), h.max()));
+}
+
+TEST(HistogramMergeTest, SameRangeMergeEqualsSequentialFeeding) {
+  // Batches planted with the same min and max: every grid is the same one.
+  std::vector<float> b1 = Sample(Dist::kNormal, 4000, 1), b2 = Sample(Dist::kNormal, 4000, 2);
+  for (auto* b : {&b1, &b2}) {
+    (*b)[0] = -5.0f;
+    (*b)[1] = 5.0f;
+  }
+  Histogram a(2048, HistogramBinning::kExact), b(2048, HistogramBinning::kExact),
+      both(2048, HistogramBinning::kExact);
+  AddBatch(a, b1);
+  AddBatch(b, b2);
+  AddBatch(both, b1);
+  AddBatch(both, b2);
+  ASSERT_TRUE(a.Merge(b).ok());
+  EXPECT_EQ(a.counts(), both.counts());
+  EXPECT_EQ(a.min(), both.min());
+  EXPECT_EQ(a.max(), both.max());
+}
+
+TEST(HistogramMergeTest, DifferentRangesConserveMassAndCommute) {
+  Histogram a = Collect(Dist::kNormal, 5000, 3), b = Collect(Dist::kLaplace, 7000, 4);
+  Histogram ab = a, ba = b;
+  ASSERT_TRUE(ab.Merge(b).ok());
+  ASSERT_TRUE(ba.Merge(a).ok());
+  EXPECT_EQ(ab.counts(), ba.counts());  // both re-bin onto the union and add: commutative
+  EXPECT_NEAR(ab.total(), 12000.0, 1e-8);  // proportional splits round in the last bits only
+  EXPECT_EQ(ab.min(), std::min(a.min(), b.min()));
+  EXPECT_EQ(ab.max(), std::max(a.max(), b.max()));
+  // Aligned: [0, 1) data merged with the same data scaled by 2 re-bins without smearing.
+  Histogram small(8, HistogramBinning::kExact), large(8, HistogramBinning::kExact);
+  const std::vector<float> x = {0.0f, 0.1f, 0.3f, 0.55f, 0.8f, 1.0f};
+  std::vector<float> x2 = x;
+  for (float& v : x2) v *= 2.0f;
+  AddBatch(small, x);
+  AddBatch(large, x2);
+  ASSERT_TRUE(small.Merge(large).ok());
+  std::vector<double> expected = RebinExact({1, 1, 1, 0, 1, 0, 1, 1}, 0, 1, 8, 0, 2);
+  EXPECT_EQ(expected, (std::vector<double>{2, 1, 1, 2, 0, 0, 0, 0}));  // aligned: pairs of bins
+  for (size_t k = 0; k < 8; ++k) expected[k] += large.counts()[k];
+  EXPECT_EQ(small.counts(), expected);
+  EXPECT_FALSE(small.Merge(Histogram(16, HistogramBinning::kExact)).ok());
+  EXPECT_FALSE(small.Merge(Histogram(8, HistogramBinning::kTorch113)).ok());
+}
+
+TEST(HistogramTest, ExactBinningGrowsWithoutLosingCounts) {
+  Histogram h(2048, HistogramBinning::kExact);
+  for (uint32_t b = 0; b < 5; ++b) AddBatch(h, Sample(Dist::kNormal, 1000, b, 1.0f + b));
+  EXPECT_NEAR(h.total(), 5000.0, 1e-8);  // re-binning conserves mass up to double rounding
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brute-force oracles, written from the published descriptions (TensorRT's entropy calibration
+// as in pytorch-quantization's `_compute_amax_entropy`; MSE by fake-quantizing every bin center
+// for every candidate; percentile by scanning edges).
+
+double BruteForcePercentile(const std::vector<double>& counts, double amax, double p) {
+  const double total = Sum(counts);
+  for (size_t edge = 1; edge <= counts.size(); ++edge) {
+    const double below = std::accumulate(counts.begin(), counts.begin() + edge, 0.0);
+    if (below >= p / 100.0 * total) return amax * edge / counts.size();
+  }
+  return amax;
+}
+
+double KlDivergence(std::vector<double> p, std::vector<double> q) {
+  const double ps = Sum(p), qs = Sum(q);
+  double kl = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    if (p[i] == 0.0) continue;
+    if (q[i] == 0.0) return INFINITY;
+    kl += p[i] / ps * std::log((p[i] / ps) / (q[i] / qs));
+  }
+  return kl;
+}
+
+double BruteForceEntropy(std::vector<double> bins, double amax, int nbins, int start) {
+  bins[0] = bins[1];
+  const int n = static_cast<int>(bins.size());
+  std::vector<double> divergences;
+  std::vector<int> arguments;
+  for (int i = start; i <= n; ++i) {
+    std::vector<double> space(static_cast<size_t>(nbins) + 1);
+    for (int k = 0; k <= nbins; ++k) space[k] = k * (static_cast<double>(i) / nbins);
+    space[nbins] = i;
+    std::vector<int> digitized(static_cast<size_t>(i));
+    for (int j = 0; j < i; ++j) {
+      // numpy.digitize(j, space) - 1: the number of edges <= j, minus one.
+      digitized[j] = static_cast<int>(std::upper_bound(space.begin(), space.end(),
+                                                       static_cast<double>(j)) -
+                                      space.begin()) - 1;
+      if (bins[j] == 0) digitized[j] = -1;
+    }
+    std::map<int, double> merged;
+    std::map<int, int> members;
+    for (int j = 0; j < i; ++j) {
+      if (digitized[j] == -1) continue;
+      merged[digitized[j]] += bins[j];
+      ++members[digitized[j]];
+    }
+    std::vector<double> q(static_cast<size_t>(i), 0.0);
+    for (int j = 0; j < i; ++j) {
+      if (digitized[j] != -1) q[j] = merged[digitized[j]] / members[digitized[j]];
+    }
+    std::vector<double> p(bins.begin(), bins.begin() + i);
+    p.back() += std::accumulate(bins.begin() + i, bins.end(), 0.0);
+    divergences.push_back(KlDivergence(p, q));
+    arguments.push_back(i);
+  }
+  size_t best = 0;
+  for (size_t k = 0; k < divergences.size(); ++k) {
+    if (divergences[k] <= divergences[best]) best = k;  // the last minimum
+  }
+  return amax * arguments[best] / n;
+}
+
+double BruteForceMse(const Histogram& h, double abs_amax, int abs_bins,
+                     const QuantTarget& target) {
+  double best = INFINITY, best_amax = abs_amax;
+  const double w = (static_cast<double>(h.max()) - h.min()) / h.bins();
+  for (int i = 128; i < abs_bins; ++i) {
+    const double amax = (i + 0.5) * abs_amax / abs_bins;
+    const float a = static_cast<float>(amax);
+    const QuantParams qp = IsSymmetric(target.qscheme)
+                               ? ChooseQParams(-a, a, target).value()
+                               : ChooseQParams(std::max(h.min(), -a), std::min(h.max(), a),
+                                               target).value();
+    double err = 0.0;
+    for (int j = 0; j < h.bins(); ++j) {
+      const double x = h.min() + (j + 0.5) * w;
+      double q = std::nearbyint(x / qp.scales[0]) + qp.zero_points[0];
+      q = std::min<double>(std::max<double>(q, target.quant_min), target.quant_max);
+      const double y = (q - qp.zero_points[0]) * qp.scales[0];
+      err += h.counts()[j] * (y - x) * (y - x);
+    }
+    if (err < best) best = err, best_amax = amax;
+  }
+  return best_amax;
+}
+
+TEST(RangeMethodsTest, MatchBruteForceOnTheSameHistogram) {
+  for (Dist d : {Dist::kNormal, Dist::kLaplace, Dist::kUniformPositive}) {
+    const Histogram h = Collect(d, 20000, 7, 512);  // 512 bins keep the brute force fast
+    const AbsHistogram a = FoldAbs(h, 512);
+    for (double p : {90.0, 99.0, 99.9, 100.0}) {
+      EXPECT_DOUBLE_EQ(PercentileAmax(a, p), BruteForcePercentile(a.counts, a.amax, p)) << p;
+    }
+    EXPECT_DOUBLE_EQ(EntropyAmax(a, 128, 128), BruteForceEntropy(a.counts, a.amax, 128, 128));
+    EXPECT_DOUBLE_EQ(EntropyAmax(a, 64, 128), BruteForceEntropy(a.counts, a.amax, 64, 128));
+    for (const QuantTarget& t : {kInt8Symmetric, kInt8Affine}) {
+      EXPECT_DOUBLE_EQ(MseAmax(h, a, t), BruteForceMse(h, a.amax, 512, t));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Distributions with known optimal clips.
+
+TEST(RangeMethodsTest, UniformDataIsClippedAtItsMax) {
+  // For uniform data every method should keep (almost) the whole range: clipping buys nothing.
+  const Histogram h = Collect(Dist::kUniform, 200000, 11);
+  const float max = std::max(-h.min(), h.max());
+  for (RangeMethod m : {RangeMethod::kEntropy, RangeMethod::kMse}) {
+    const ClipRange r = ComputeRange(h, {m}, kInt8Symmetric).value();
+    // Within 2% of max: entropy's merged-bin granularity and sampling noise in the tail bins.
+    EXPECT_GT(r.max, 0.98f * max) << RangeMethodName(m);
+  }
+  const ClipRange p = ComputeRange(h, {RangeMethod::kPercentile, 99.0}, kInt8Symmetric).value();
+  // P(|U| <= t) = t: the 99th percentile of |x| is 0.99 (sampling error ~ 0.001 at n = 2e5).
+  EXPECT_NEAR(p.max, 0.99f, 0.003f);
+}
+
+TEST(RangeMethodsTest, LaplacePercentileAndMseMatchTheory) {
+  const Histogram h = Collect(Dist::kLaplace, 1000000, 13);
+  // |x| ~ Exp(1): the p-th percentile is -ln(1 - p).
+  const ClipRange p = ComputeRange(h, {RangeMethod::kPercentile, 99.9}, kInt8Symmetric).value();
+  EXPECT_NEAR(p.max, -std::log(0.001), 0.05 * -std::log(0.001));  // sampling error of a 0.1% tail
+  // 4-bit symmetric: the MSE-optimal clip of Laplace(b = 1) is ~5.03 b (Banner et al., ACIQ,
+  // 2019; their grid has 16 levels over [-a, a], PyTorch's [-8, 7] one 15.5 steps): within 10%.
+  const QuantTarget int4{DType::kInt8, -8, 7, QScheme::kPerTensorSymmetric};
+  const ClipRange m = ComputeRange(h, {RangeMethod::kMse}, int4).value();
+  EXPECT_NEAR(m.max, 5.03f, 0.5f);
+  // And at 8 bits the clip widens (ACIQ: ~9.89 b), still far below max |x| (~14 at n = 1e6).
+  const ClipRange m8 = ComputeRange(h, {RangeMethod::kMse}, kInt8Symmetric).value();
+  EXPECT_GT(m8.max, 8.0f);
+  EXPECT_LT(m8.max, 12.0f);
+}
+
+TEST(RangeMethodsTest, AffineRangesOnPostReluDataStartAtZero) {
+  std::vector<float> x = Sample(Dist::kNormal, 50000, 17);
+  for (float& v : x) v = std::max(v, 0.0f);
+  Histogram h(2048, HistogramBinning::kExact);
+  AddBatch(h, x);
+  for (RangeMethod m : {RangeMethod::kEntropy, RangeMethod::kMse, RangeMethod::kPercentile}) {
+    const ClipRange r = ComputeRange(h, {m, 99.9}, kUInt8Affine).value();
+    EXPECT_EQ(r.min, 0.0f) << RangeMethodName(m);
+    EXPECT_GT(r.max, 1.5f) << RangeMethodName(m);  // well above the median (0.67 of N(0,1))
+    EXPECT_LE(r.max, h.max()) << RangeMethodName(m);
+  }
+}
+
+TEST(RangeMethodsTest, AffinePercentileClipsBothTails) {
+  Histogram h(2048, HistogramBinning::kExact);
+  AddBatch(h, Sample(Dist::kUniform, 100000, 19));
+  const ClipRange r = ComputeRange(h, {RangeMethod::kPercentile, 99.0}, kInt8Affine).value();
+  // 1% below the lower edge: -0.98; 1% above the upper: 0.98 (sampling error ~0.001, bin 0.001).
+  EXPECT_NEAR(r.min, -0.98f, 0.004f);
+  EXPECT_NEAR(r.max, 0.98f, 0.004f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observers: collect once / compute many, state, files, bad data.
+
+TEST(HistogramObserverTest, CollectOnceComputeMany) {
+  auto entropy = CreateObserver("entropy").value();
+  std::vector<std::unique_ptr<Observer>> direct;
+  for (const char* spec : {"percentile:99.9", "mse", "histogram:torch_binning=0"}) {
+    direct.push_back(CreateObserver(spec).value());
+  }
+  for (uint32_t b = 0; b < 3; ++b) {
+    const Tensor x = AsTensor(Sample(Dist::kLaplace, 5000, 30 + b, 1.0f + b));
+    ASSERT_TRUE(entropy->Observe(x).ok());
+    for (auto& o : direct) ASSERT_TRUE(o->Observe(x).ok());
+  }
+  for (const auto& o : direct) {
+    auto reused = CreateObserverFromHistogram(o->spec(), *entropy);
+    ASSERT_TRUE(reused.ok()) << reused.status();
+    EXPECT_EQ((*reused)->num_batches(), 3);
+    EXPECT_EQ((*reused)->ComputeQParams(kInt8Symmetric).value().scales,
+              o->ComputeQParams(kInt8Symmetric).value().scales)
+        << o->spec();
+  }
+  // The PyTorch-binning histogram cannot lend its (differently collected) histogram.
+  auto torch = CreateObserver("histogram").value();
+  EXPECT_EQ(CreateObserverFromHistogram("entropy", *torch).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateObserverFromHistogram("entropy", *CreateObserver("minmax").value())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(HistogramObserverTest, SpecsRoundTrip) {
+  for (const char* spec : {"histogram", "histogram:bins=1024", "percentile:99.99",
+                           "percentile:99.9,bins=512", "entropy", "mse:bins=4096",
+                           "histogram:torch_binning=0", "entropy:torch_binning=1"}) {
+    auto o = CreateObserver(spec);
+    ASSERT_TRUE(o.ok()) << spec << ": " << o.status();
+    EXPECT_EQ((*o)->spec(), spec);
+  }
+  EXPECT_FALSE(CreateObserver("percentile").ok());  // p is required
+  EXPECT_FALSE(CreateObserver("percentile:0").ok());
+  EXPECT_FALSE(CreateObserver("percentile:100.5").ok());
+  EXPECT_FALSE(CreateObserver("entropy:bins=1").ok());
+  EXPECT_FALSE(CreateObserver("histogram:bins=10.5").ok());
+}
+
+TEST(HistogramObserverTest, SaveLoadContinuesIdentically) {
+  for (const char* spec : {"histogram", "entropy"}) {
+    auto a = CreateObserver(spec).value();
+    ASSERT_TRUE(a->Observe(AsTensor(Sample(Dist::kNormal, 3000, 40))).ok());
+    const std::string dir = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+    const std::string path = dir + "/h.observer";
+    ASSERT_TRUE(SaveObserver(*a, path).ok());
+    auto b = LoadObserver(path);
+    ASSERT_TRUE(b.ok()) << b.status();
+    const Tensor next = AsTensor(Sample(Dist::kNormal, 3000, 41, 3.0f));
+    ASSERT_TRUE(a->Observe(next).ok());
+    ASSERT_TRUE((*b)->Observe(next).ok());
+    EXPECT_EQ(CollectedHistogram(**b)->counts(), CollectedHistogram(*a)->counts()) << spec;
+    EXPECT_EQ((*b)->ComputeQParams(kInt8Affine).value().scales,
+              a->ComputeQParams(kInt8Affine).value().scales);
+  }
+  auto a = CreateObserver("mse").value();
+  ASSERT_TRUE(a->Observe(AsTensor({1.0f, 2.0f})).ok());
+  ObserverState s = a->SaveState();
+  s.binary.resize(s.binary.size() - 8);
+  EXPECT_EQ(CreateObserver("mse").value()->RestoreState(s).code(), absl::StatusCode::kDataLoss);
+  s = a->SaveState();
+  const double negative = -1.0;
+  std::memcpy(&s.binary[8], &negative, sizeof(negative));
+  EXPECT_EQ(CreateObserver("mse").value()->RestoreState(s).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(HistogramObserverTest, NonFinitePolicyAndDegenerateInputs) {
+  auto strict = CreateObserver("percentile:99").value();
+  EXPECT_EQ(strict->Observe(AsTensor({1.0f, NAN})).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(strict->Observe(Tensor::Create(DType::kFloat32, {0}).value()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(strict->ComputeQParams(kInt8Affine).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ObserverOptions skip;
+  skip.skip_non_finite = true;
+  auto lenient = CreateObserver("entropy", skip).value();
+  ASSERT_TRUE(lenient->Observe(AsTensor({1.0f, NAN, -INFINITY, 3.0f, -2.0f})).ok());
+  EXPECT_EQ(lenient->non_finite_skipped(), 2);
+  EXPECT_DOUBLE_EQ(CollectedHistogram(*lenient)->total(), 3.0);
+  // Constant and all-zero tensors give valid parameters with every method.
+  for (const char* spec : {"histogram", "percentile:99.9", "entropy", "mse"}) {
+    for (float v : {0.0f, 2.5f}) {
+      auto o = CreateObserver(spec).value();
+      ASSERT_TRUE(o->Observe(AsTensor(std::vector<float>(100, v))).ok());
+      for (const QuantTarget& t : {kInt8Affine, kInt8Symmetric, kUInt8Affine}) {
+        const auto qp = o->ComputeQParams(t);
+        ASSERT_TRUE(qp.ok()) << spec << " " << v << ": " << qp.status();
+        EXPECT_TRUE(qp->Validate().ok()) << qp->DebugString();
+      }
+    }
+  }
+  const QuantTarget per_channel{DType::kInt8, -128, 127, QScheme::kPerChannelAffine};
+  auto o = CreateObserver("mse").value();
+  ASSERT_TRUE(o->Observe(AsTensor({1.0f, 2.0f})).ok());
+  EXPECT_EQ(o->ComputeQParams(per_channel).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace qlab::calibration
