@@ -276,6 +276,63 @@ TEST(TutorialTest, ConvDerivedBias) {
   EXPECT_EQ(weight_q.value.dtype(), DType::kInt8);
 }
 
+// 4-bit values in an int8 container: the spec's range is what convert quantizes to.
+TEST(TutorialTest, FourBitWeightsInAnInt8Container) {
+  Graph g;
+  const NodeId x = Ok(g.AddInput("x", {1, 3, 5, 5}));
+  const NodeId conv = testing::Conv(g, "conv", x, 3, 4, 3, 1, 1, 8, /*bias=*/false);
+  ASSERT_TRUE(g.SetOutputs({conv}).ok());
+  QuantizationSpec::Options o;
+  o.format = {DType::kInt8, -7, 7, QScheme::kPerChannelSymmetric, 0};
+  o.observer = "per_channel_minmax";
+  QuantizationAnnotation a;
+  a.input_qspec_map = {{g.node(conv).inputs[1], Ok(QuantizationSpec::Create(o))}};
+  a.annotated = true;
+  ASSERT_TRUE(SetAnnotation(g, conv, a).ok());
+  const Graph converted = Ok(Convert(Ok(Prepare(g))));  // weights only: no calibration needed
+  const Node& w = converted.node(DequantizeFeeding(converted, "conv", 1).inputs[0]);
+  ASSERT_EQ(w.value.dtype(), DType::kInt8);
+  int seen_min = 0, seen_max = 0;
+  for (int64_t i = 0; i < w.value.numel(); ++i) {
+    seen_min = std::min<int>(seen_min, w.value.data<int8_t>()[i]);
+    seen_max = std::max<int>(seen_max, w.value.data<int8_t>()[i]);
+  }
+  // Symmetric per channel: each channel's largest |w| maps to +-7, nothing beyond.
+  EXPECT_GE(seen_min, -7);
+  EXPECT_LE(seen_max, 7);
+  EXPECT_TRUE(seen_min == -7 || seen_max == 7);
+}
+
+// prepare_qat's fake-quantize nodes and convert's quantize -> dequantize pairs are the same
+// arithmetic: with the same observers (and no int32 bias, which QAT keeps in float), the QAT
+// model and the converted model give bit-identical outputs.
+TEST(PrepareQatTest, FakeQuantModelEqualsConvertedModel) {
+  Graph g;
+  const NodeId x = Ok(g.AddInput("x", {2, 3, 6, 6}));
+  const NodeId conv = testing::Conv(g, "conv", x, 3, 5, 3, 1, 1, 12);
+  const NodeId relu = Ok(g.AddNode(OpKind::kRelu, "relu", {conv}));
+  ASSERT_TRUE(g.SetOutputs({relu}).ok());
+  QuantizationAnnotation a;
+  a.input_qspec_map = {{x, ActSpec()}, {g.node(conv).inputs[1], WeightSpec()}};
+  a.annotated = true;
+  ASSERT_TRUE(SetAnnotation(g, conv, a).ok());
+  QuantizationAnnotation r;
+  r.output_qspec = ActSpec();
+  r.annotated = true;
+  ASSERT_TRUE(SetAnnotation(g, relu, r).ok());
+
+  PreparedModel qat = Ok(PrepareQat(g));
+  const Tensor batch = UniformTensor({2, 3, 6, 6}, -1.0f, 1.0f, 31);
+  ASSERT_TRUE(qat.Calibrate({batch}).ok());  // first run: observe and fake-quantize
+  for (int s = 0; s < static_cast<int>(qat.slots().size()); ++s) qat.mutable_slot(s).observe = false;
+  const Tensor fake = Ok(qat.Run({batch})).outputs[0];
+  const Tensor real = Ok(RunGraph(Ok(Convert(qat)), {batch})).outputs[0];
+  ASSERT_EQ(fake.numel(), real.numel());
+  for (int64_t i = 0; i < fake.numel(); ++i) {
+    ASSERT_EQ(fake.data<float>()[i], real.data<float>()[i]) << "element " << i;
+  }
+}
+
 // --- Failure cases (tutorial test 8) -----------------------------------------------------------
 
 TEST(PrepareErrorsTest, SharedSpecNamingAMissingEdge) {
