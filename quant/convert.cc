@@ -69,6 +69,7 @@ class Converter {
   // quantize -> dequantize reading `source`; returns the dequantize node. A parameter source is
   // quantized now and becomes an integer parameter feeding the dequantize.
   absl::StatusOr<NodeId> QuantizeDequantize(NodeId source, const QuantParams& params);
+  absl::StatusOr<NodeId> DynamicQuantizeDequantize(NodeId source, const QuantizationSpec& spec);
   absl::Status ConvertObserverNode(NodeId observer);
   absl::Status ConvertDerivedSlot(int slot);
 
@@ -139,11 +140,37 @@ absl::StatusOr<NodeId> Converter::QuantizeDequantize(NodeId source, const QuantP
                         QuantizeAttrs{params, false});
 }
 
+absl::StatusOr<NodeId> Converter::DynamicQuantizeDequantize(NodeId source,
+                                                            const QuantizationSpec& spec) {
+  // Only the target travels: scale and zero point are chosen from each run's range by the
+  // dynamic quantize node and read back by its dynamic dequantize.
+  QuantizeAttrs attrs;
+  attrs.params.dtype = spec.format().dtype;
+  attrs.params.quant_min = spec.format().quant_min;
+  attrs.params.quant_max = spec.format().quant_max;
+  attrs.params.qscheme = spec.format().qscheme;
+  attrs.dynamic = true;
+  attrs.eps = spec.eps();
+  const std::string base = graph_.node(source).name;
+  QLAB_ASSIGN_OR_RETURN(const NodeId quantized,
+                        graph_.AddNode(OpKind::kQuantize, graph_.UniqueName(base + ".q"),
+                                       {source}, attrs));
+  return graph_.AddNode(OpKind::kDequantize, graph_.UniqueName(base + ".dq"), {quantized},
+                        attrs);
+}
+
 absl::Status Converter::ConvertObserverNode(NodeId observer) {
   const Node& node = graph_.node(observer);
   const NodeId source = node.inputs[0];
-  QLAB_ASSIGN_OR_RETURN(const QuantParams params, ParamsOf(node.attr<ObserverAttrs>().slot));
-  QLAB_ASSIGN_OR_RETURN(const NodeId dequantized, QuantizeDequantize(source, params));
+  const int slot = node.attr<ObserverAttrs>().slot;
+  const auto* spec = std::get_if<QuantizationSpec>(&prepared_.slots()[slot].spec);
+  NodeId dequantized;
+  if (spec != nullptr && spec->is_dynamic()) {
+    QLAB_ASSIGN_OR_RETURN(dequantized, DynamicQuantizeDequantize(source, *spec));
+  } else {
+    QLAB_ASSIGN_OR_RETURN(const QuantParams params, ParamsOf(slot));
+    QLAB_ASSIGN_OR_RETURN(dequantized, QuantizeDequantize(source, params));
+  }
   QLAB_RETURN_IF_ERROR(graph_.ReplaceAllUsesWith(observer, dequantized));
   return graph_.RemoveNode(observer);
 }

@@ -79,7 +79,7 @@ class Preparer {
   // Follows shared specs from `key` to the concrete spec they end at.
   absl::StatusOr<const QSpec*> Resolve(const EdgeOrNode& key) const;
   absl::Status Group();
-  absl::StatusOr<ObserverSlot> MakeSlot(const QSpec& spec, const EdgeOrNode& key) const;
+  absl::StatusOr<ObserverSlot> MakeSlot(const QSpec& spec) const;
   absl::Status MakeSlots(PreparedModel& model);
   absl::Status InsertNodes(PreparedModel& model);
 
@@ -189,7 +189,7 @@ absl::Status Preparer::Group() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ObserverSlot> Preparer::MakeSlot(const QSpec& spec, const EdgeOrNode& key) const {
+absl::StatusOr<ObserverSlot> Preparer::MakeSlot(const QSpec& spec) const {
   if (const auto* fixed = std::get_if<FixedQParamsQuantizationSpec>(&spec)) {
     return ObserverSlot{*fixed, nullptr, {}, true, true};
   }
@@ -197,12 +197,8 @@ absl::StatusOr<ObserverSlot> Preparer::MakeSlot(const QSpec& spec, const EdgeOrN
     return ObserverSlot{*derived, nullptr, {}, true, true};
   }
   const auto& observed = std::get<QuantizationSpec>(spec);
-  if (observed.is_dynamic()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "dynamic quantization (", key.ToString(graph_),
-        ") is not supported by prepare yet: the Q/DQ reference model has no run-time parameter "
-        "choice"));
-  }
+  // Dynamic specs choose their parameters from each run's range: nothing to observe.
+  if (observed.is_dynamic()) return ObserverSlot{observed, nullptr, {}, true, true};
   calibration::ObserverOptions observer_options;
   observer_options.channel_axis = observed.format().ch_axis;
   observer_options.skip_non_finite = options_.skip_non_finite;
@@ -218,7 +214,7 @@ absl::Status Preparer::MakeSlots(PreparedModel& model) {
     auto [it, inserted] = slot_of_root.try_emplace(root, static_cast<int>(model.slots_.size()));
     if (inserted) {
       QLAB_ASSIGN_OR_RETURN(const QSpec* root_spec, Resolve(root));
-      QLAB_ASSIGN_OR_RETURN(ObserverSlot slot, MakeSlot(*root_spec, key));
+      QLAB_ASSIGN_OR_RETURN(ObserverSlot slot, MakeSlot(*root_spec));
       model.slots_.push_back(std::move(slot));
     }
     model.slots_[it->second].members.push_back(key);
@@ -327,6 +323,11 @@ absl::StatusOr<QuantParams> PreparedModel::SlotQParams(int slot_index) const {
     return fixed->params();
   }
   if (const auto* spec = std::get_if<QuantizationSpec>(&slot.spec)) {
+    if (spec->is_dynamic()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "observer slot ", slot_index, " (", slot.DebugString(graph_),
+          ") is dynamic: its parameters are chosen from each run's data"));
+    }
     if (slot.observer->num_batches() == 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "observer slot ", slot_index, " (", slot.DebugString(graph_),
@@ -362,7 +363,14 @@ absl::StatusOr<Tensor> PreparedModel::FakeQuantize(const Node& node, const Tenso
   QLAB_RETURN_IF_ERROR(Observe(node, x));
   const int slot = node.attr<ObserverAttrs>().slot;
   if (!slots_.at(slot).fake_quantize) return x;
-  QLAB_ASSIGN_OR_RETURN(const QuantParams params, SlotQParams(slot));
+  QuantParams params;
+  const auto* spec = std::get_if<QuantizationSpec>(&slots_.at(slot).spec);
+  if (spec != nullptr && spec->is_dynamic()) {
+    QLAB_ASSIGN_OR_RETURN(const Range range, TensorMinMax(x));
+    QLAB_ASSIGN_OR_RETURN(params, ChooseQParams(range.min, range.max, spec->target()));
+  } else {
+    QLAB_ASSIGN_OR_RETURN(params, SlotQParams(slot));
+  }
   QLAB_ASSIGN_OR_RETURN(FakeQuantized fq, FakeQuantizeTensor(x, params, /*with_mask=*/false));
   return fq.values;
 }

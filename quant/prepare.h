@@ -45,7 +45,7 @@ using SlotSpec =
 
 struct ObserverSlot {
   SlotSpec spec;
-  // QuantizationSpec slots that are not dynamic; null otherwise.
+  // Observed (non-dynamic) QuantizationSpec slots; null for fixed, derived and dynamic ones.
   std::unique_ptr<calibration::Observer> observer;
   // The group, sorted.
   std::vector<EdgeOrNode> members;

@@ -333,6 +333,37 @@ TEST(PrepareQatTest, FakeQuantModelEqualsConvertedModel) {
   }
 }
 
+// Dynamic quantization: no calibration; each run's own range picks the parameters.
+TEST(DynamicQuantizationTest, ParametersComeFromEachRun) {
+  Graph g;
+  const NodeId x = Ok(g.AddInput("x", {2, 8}));
+  const NodeId w = testing::Param(g, "fc.weight", {4, 8}, 0.5f, 3);
+  const NodeId fc = Ok(g.AddNode(OpKind::kLinear, "fc", {x, w}));
+  ASSERT_TRUE(g.SetOutputs({fc}).ok());
+  QuantizationSpec::Options o;
+  o.format = {DType::kInt8, -128, 127, QScheme::kPerTensorAffine, -1};
+  o.is_dynamic = true;
+  const QuantizationSpec dynamic = Ok(QuantizationSpec::Create(o));
+  QuantizationAnnotation a;
+  a.input_qspec_map = {{x, dynamic}};
+  a.annotated = true;
+  ASSERT_TRUE(SetAnnotation(g, fc, a).ok());
+  const PreparedModel prepared = Ok(Prepare(g));
+  EXPECT_EQ(prepared.SlotQParams(0).status().code(), absl::StatusCode::kFailedPrecondition);
+  const Graph converted = Ok(Convert(prepared));  // nothing to calibrate
+  for (const float bound : {0.5f, 8.0f}) {  // two runs, two ranges
+    const Tensor batch = UniformTensor({2, 8}, -bound, bound, 17);
+    const Range r = Ok(TensorMinMax(batch));
+    const QuantParams per_run = Ok(ChooseQParams(r.min, r.max, dynamic.target()));
+    const Tensor fq = Ok(FakeQuantizeTensor(batch, per_run, false)).values;
+    const Tensor expected = Ok(RunGraph(g, {fq})).outputs[0];
+    const Tensor actual = Ok(RunGraph(converted, {batch})).outputs[0];
+    for (int64_t i = 0; i < expected.numel(); ++i) {
+      ASSERT_EQ(actual.data<float>()[i], expected.data<float>()[i]) << "bound " << bound;
+    }
+  }
+}
+
 // --- Failure cases (tutorial test 8) -----------------------------------------------------------
 
 TEST(PrepareErrorsTest, SharedSpecNamingAMissingEdge) {

@@ -26,6 +26,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <variant>
@@ -142,6 +143,8 @@ struct ObserverAttrs {
 struct QuantizeAttrs {
   QuantParams params;
   bool dynamic = false;
+  // Dynamic only: the smallest scale ChooseQParams may return (the spec's eps).
+  float eps = std::numeric_limits<float>::epsilon();
 };
 
 using NodeAttrs =

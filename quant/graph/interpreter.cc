@@ -339,7 +339,7 @@ absl::StatusOr<Tensor> Run::Quantize(const Node& node, const Tensor& x) {
   if (!a.dynamic) return QuantizeTensor(x, a.params);
   QLAB_ASSIGN_OR_RETURN(const Range range, TensorMinMax(x));
   const QuantTarget target{a.params.dtype, a.params.quant_min, a.params.quant_max,
-                           a.params.qscheme};
+                           a.params.qscheme, a.eps};
   QLAB_ASSIGN_OR_RETURN(QuantParams chosen, ChooseQParams(range.min, range.max, target));
   QLAB_ASSIGN_OR_RETURN(Tensor q, QuantizeTensor(x, chosen));
   dynamic_params_[node.id] = std::move(chosen);
