@@ -79,6 +79,24 @@ void Deposit(std::vector<double>& dst, double lo, double width, double a, double
   dst[static_cast<size_t>(last)] += mass - deposited;
 }
 
+// `s + v + v + ... + v` (m times) summed left to right in double, as PyTorch's cumsum does.
+// When every partial sum is exactly representable (s and v multiples of v's float32 ulp, and the
+// magnitudes below 2^53 of those ulps) the result is exactly s + m * v, computed in one step;
+// otherwise the additions run one by one.
+double AddRepeated(double s, double v, int64_t m) {
+  if (v == 0.0) return s;
+  int exponent = 0;
+  std::frexp(v, &exponent);
+  const double ulp = std::ldexp(1.0, exponent - 24);  // float32's ulp at v (v is a float value)
+  if (std::fmod(s, ulp) == 0.0 &&
+      std::abs(s) + static_cast<double>(m) * std::abs(v) < std::ldexp(ulp, 53) &&
+      std::abs(v) >= std::numeric_limits<float>::min()) {
+    return s + static_cast<double>(m) * v;
+  }
+  for (int64_t i = 0; i < m; ++i) s += v;
+  return s;
+}
+
 }  // namespace
 
 std::vector<double> RebinExact(const std::vector<double>& counts, double lo, double hi,
@@ -168,9 +186,11 @@ void Histogram::AddTorch113(const float* x, size_t n, float batch_min, float bat
     for (int64_t k = 0; k < bins; ++k) {
       const int64_t sample = (k + 1) * downsample_rate;  // integrate elements [0, sample)
       while (next < region_end && next < sample) {
-        integral += static_cast<double>(static_cast<float>(counts_[static_cast<size_t>(
-            (next - region_begin) / up)]));
-        ++next;
+        const int64_t run = (next - region_begin) / up;
+        const int64_t m = std::min({region_begin + (run + 1) * up, region_end, sample}) - next;
+        const double v = static_cast<float>(counts_[static_cast<size_t>(run)]);
+        integral = AddRepeated(integral, v, m);
+        next += m;
       }
       const double interpolated = (integral - static_cast<double>(previous)) /
                                   static_cast<double>(up);
@@ -285,18 +305,18 @@ AbsHistogram FoldAbs(const Histogram& h, int bins) {
 // PyTorch 1.13 _non_linear_param_search and _compute_quantization_error.
 namespace {
 
-// torch.div(a, b, rounding_mode='floor') for float32 as PyTorch's vectorized CPU kernel computes
-// it (the path taken for the whole 2048-element tensors): Python-style floor of the quotient,
-// with the plain quotient where the truncated division is 0 (the kernel's blend) or b is 0.
-float FloorDivide(float a, float b) {
-  if (b == 0.0f) return a / b;
-  const float mod = std::fmod(a, b);
-  float div = (a - mod) / b;
-  if (mod != 0.0f && ((b < 0.0f) != (mod < 0.0f))) div -= 1.0f;
-  if (div == 0.0f) return a / b;
-  float floordiv = std::floor(div);
-  if (div - floordiv > 0.5f) floordiv += 1.0f;
-  return floordiv;
+// clamp(torch.div(a, b, rounding_mode='floor'), 0, last) for float32 a and b > 0, as PyTorch's
+// vectorized CPU kernel computes it for the whole 2048-element tensors. That kernel takes
+// fmod(a, b), divides the exact multiple (a - mod) by b, and where this truncated quotient is 0
+// returns the plain quotient a / b instead. Its result is therefore the exact floor of the real
+// quotient, except a / b (rounded) for 0 <= a < b. The floor is computed here in double, which is
+// exact for quotients below 2^24 (a non-integer quotient of two floats lies at least 2^-24 from
+// an integer, more than double's rounding error); larger ones clamp to `last` either way.
+float ClampedFloorDivide(float a, float b, float last) {
+  if (a < 0.0f) return 0.0f;
+  if (a < b) return std::min(a / b, last);
+  const double q = std::floor(static_cast<double>(a) / static_cast<double>(b));
+  return static_cast<float>(std::min(q, static_cast<double>(last)));
 }
 
 // _get_norm: density * (end^3 - begin^3) / 3, in float32.
@@ -324,9 +344,9 @@ double TorchQuantizationError(const std::vector<float>& hist, float min_val, flo
   for (int i = 0; i < bins; ++i) {
     const float src_begin = static_cast<float>(i - start_bin) * bw;
     const float src_end = src_begin + bw;
-    const float dst_begin = std::clamp(FloorDivide(src_begin, dbw), 0.0f, last);
+    const float dst_begin = ClampedFloorDivide(src_begin, dbw, last);
     const float dst_begin_center = (dst_begin + 0.5f) * dbw;
-    const float dst_end = std::clamp(FloorDivide(src_end, dbw), 0.0f, last);
+    const float dst_end = ClampedFloorDivide(src_end, dbw, last);
     const float density = hist[static_cast<size_t>(i)] / bw;
     float norm = 0.0f;
     norm += Norm(src_begin - dst_begin_center, half, density);
