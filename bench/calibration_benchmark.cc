@@ -97,7 +97,7 @@ void BM_HistogramKernel_Ref(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * state.range(0));
   state.SetLabel("scalar ref");
 }
-BENCHMARK(BM_HistogramKernel)->Arg(kSizes[0]);
+BENCHMARK(BM_HistogramKernel)->Arg(kSizes[0])->Arg(kSizes[1]);
 BENCHMARK(BM_HistogramKernel_Ref)->Arg(kSizes[0]);
 
 // The L2 search alone (independent of the element count), on a 2-batch 1M histogram.
