@@ -51,6 +51,10 @@ struct GemmArgs {
   size_t ldc;
 };
 
+// Fully unrolls the tiles' constant-trip loops over rows, panels and vectors, so that their
+// accumulator arrays live in registers (without it GCC keeps them on the stack).
+#define QLAB_UNROLL _Pragma("GCC unroll 16")
+
 inline constexpr size_t kGroupBytes = kQGemmPanelColumns * kQGemmKGroup;  // 64
 inline constexpr uint32_t kSignFlipWord = 0x80808080u;
 
@@ -106,36 +110,67 @@ using qgemm_internal::PanelColumns;
 constexpr size_t kRowsPerTile = 8;
 constexpr size_t kPanelsPerTile = 2;
 
+// One group of K for every row and panel of the tile: 2 loads of packed weights, kRows
+// broadcasts, kRows * kPanels vpdpbusd. `word(r)` gives row r's 4 activation bytes.
+template <size_t kRows, size_t kPanels, class Word>
+__attribute__((target("avx512vnni"))) HWY_INLINE void VnniGroup(
+    __m512i (&acc)[kRows][kPanels], const int8_t* const (&panels)[kPanels], size_t kg,
+    const Word& word) {
+  __m512i b[kPanels];
+  QLAB_UNROLL
+  for (size_t p = 0; p < kPanels; ++p) b[p] = _mm512_loadu_si512(panels[p] + kg * kGroupBytes);
+  QLAB_UNROLL
+  for (size_t r = 0; r < kRows; ++r) {
+    const __m512i a4 = word(r);
+    // Non-saturating: acc += sum over the 4 bytes of u8(a) * s8(b), per int32 lane.
+    QLAB_UNROLL
+    for (size_t p = 0; p < kPanels; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], a4, b[p]);
+  }
+}
+
 template <size_t kRows, size_t kPanels, bool kFlipSign>
 __attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0,
                                                                size_t p0) {
   __m512i acc[kRows][kPanels];
   const uint8_t* rows[kRows];
+  QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
     rows[r] = g.a + (m0 + r) * g.lda;
+    QLAB_UNROLL
     for (size_t p = 0; p < kPanels; ++p) acc[r][p] = _mm512_setzero_si512();
   }
   const int8_t* panels[kPanels];
+  QLAB_UNROLL
   for (size_t p = 0; p < kPanels; ++p) panels[p] = g.packed + (p0 + p) * g.k_groups * kGroupBytes;
 
-  for (size_t kg = 0; kg < g.k_groups; ++kg) {
-    __m512i b[kPanels];
-    for (size_t p = 0; p < kPanels; ++p) b[p] = _mm512_loadu_si512(panels[p] + kg * kGroupBytes);
-    for (size_t r = 0; r < kRows; ++r) {
-      const __m512i a4 =
-          _mm512_set1_epi32(static_cast<int32_t>(ActivationWord<kFlipSign>(rows[r], kg, g.k)));
-      // Non-saturating: acc += sum over the 4 bytes of u8(a) * s8(b), per int32 lane.
-      for (size_t p = 0; p < kPanels; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], a4, b[p]);
-    }
+  // Whole groups: a 4-byte broadcast straight from memory (the sign flip, for s8, is one
+  // vector XOR); then the partial last group, if any, through the zero-filling loader.
+  const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(qgemm_internal::kSignFlipWord));
+  const size_t full_groups = g.k / kQGemmKGroup;
+  for (size_t kg = 0; kg < full_groups; ++kg) {
+    VnniGroup<kRows, kPanels>(acc, panels, kg, [&](size_t r) {
+      int32_t word;
+      std::memcpy(&word, rows[r] + kg * kQGemmKGroup, sizeof(word));
+      const __m512i a4 = _mm512_set1_epi32(word);
+      return kFlipSign ? _mm512_xor_si512(a4, flip) : a4;
+    });
+  }
+  if (full_groups < g.k_groups) {
+    VnniGroup<kRows, kPanels>(acc, panels, full_groups, [&](size_t r) {
+      return _mm512_set1_epi32(
+          static_cast<int32_t>(ActivationWord<kFlipSign>(rows[r], full_groups, g.k)));
+    });
   }
 
   const __m512i zero_point = _mm512_set1_epi32(g.zero_point);
+  QLAB_UNROLL
   for (size_t p = 0; p < kPanels; ++p) {
     const size_t column0 = (p0 + p) * kQGemmPanelColumns;
     const __m512i correction =
         _mm512_mullo_epi32(zero_point, _mm512_loadu_si512(g.column_sums + column0));
     const __mmask16 store_mask =
         static_cast<__mmask16>((uint32_t{1} << PanelColumns(g, p0 + p)) - 1);
+    QLAB_UNROLL
     for (size_t r = 0; r < kRows; ++r) {
       _mm512_mask_storeu_epi32(g.c + (m0 + r) * g.ldc + column0, store_mask,
                                _mm512_sub_epi32(acc[r][p], correction));
@@ -189,26 +224,32 @@ HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
   V32 sum0[kRows][kVecs];
   V32 sum1[kRows][kVecs];  // ReorderWidenMulAccumulate's second half (unused on x86)
   const uint8_t* rows[kRows];
+  QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
     rows[r] = g.a + (m0 + r) * g.lda;
+    QLAB_UNROLL
     for (size_t v = 0; v < kVecs; ++v) sum0[r][v] = sum1[r][v] = hn::Zero(d32);
   }
 
   for (size_t kg = 0; kg < g.k_groups; ++kg) {
     V16 b[kVecs];
+    QLAB_UNROLL
     for (size_t p = 0; p < kPanels; ++p) {
       const int8_t* group = g.packed + ((p0 + p) * g.k_groups + kg) * kGroupBytes;
       constexpr size_t kVecsPerPanel = kGroupBytes / kLanes16;
+      QLAB_UNROLL
       for (size_t v = 0; v < kVecsPerPanel; ++v) {
         b[p * kVecsPerPanel + v] = hn::PromoteTo(d16, hn::LoadU(d8, group + v * kLanes16));
       }
     }
+    QLAB_UNROLL
     for (size_t r = 0; r < kRows; ++r) {
       const uint64_t w = ActivationWord<kFlipSign>(rows[r], kg, g.k);
       // int16 lanes a0 a1 a2 a3 repeated, matching the packed K order within each column.
       const uint64_t pattern = (w & 0xFF) | ((w & 0xFF00) << 8) | ((w & 0xFF0000) << 16) |
                                ((w & 0xFF000000) << 24);
       const V16 a4 = hn::BitCast(d16, hn::Set(d64, pattern));
+      QLAB_UNROLL
       for (size_t v = 0; v < kVecs; ++v) {
         sum0[r][v] = hn::ReorderWidenMulAccumulate(d32, a4, b[v], sum0[r][v], sum1[r][v]);
       }
@@ -218,10 +259,13 @@ HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
   // Lane 2c + h of a panel's int32 lanes holds column c's products of K offsets 2h, 2h+1.
   HWY_ALIGN int32_t pairs[kPanels * 2 * kQGemmPanelColumns];
   constexpr size_t kLanes32 = hn::MaxLanes(d32);
+  QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
+    QLAB_UNROLL
     for (size_t v = 0; v < kVecs; ++v) {
       hn::Store(hn::RearrangeToOddPlusEven(sum0[r][v], sum1[r][v]), d32, pairs + v * kLanes32);
     }
+    QLAB_UNROLL
     for (size_t p = 0; p < kPanels; ++p) {
       const size_t column0 = (p0 + p) * kQGemmPanelColumns;
       const int32_t* panel_pairs = pairs + p * 2 * kQGemmPanelColumns;
