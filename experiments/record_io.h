@@ -1,0 +1,36 @@
+// Writing experiment results without ever losing what a user had.
+//
+// Records are JSON files written atomically (a temporary file in the same directory, flushed,
+// then renamed into place), so an interrupted run leaves either the old file or the new one,
+// never a torn one; an existing record is not replaced unless the caller asks. The CSV summary
+// is appended one whole line per run, and its header must match the file's, so that rows of
+// two different schemas never mix in one file.
+#ifndef QLAB_EXPERIMENTS_RECORD_IO_H_
+#define QLAB_EXPERIMENTS_RECORD_IO_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace qlab::experiments {
+
+// Pretty-printed (2-space indent, keys sorted: nlohmann::json's object order), newline-terminated.
+// AlreadyExists naming the path if it exists and !overwrite; Internal naming the path and errno
+// text on I/O failure. Creates missing parent directories.
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite);
+
+// InvalidArgument / DataLoss naming the path for a missing or malformed file.
+absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
+
+// Appends `row` to the CSV at `path`, writing `header` first if the file is new or empty.
+// FailedPrecondition naming the path if the file's header differs. Fields with commas, quotes
+// or newlines are quoted.
+absl::Status AppendCsvRow(const std::string& path, const std::vector<std::string>& header,
+                          const std::vector<std::string>& row);
+
+}  // namespace qlab::experiments
+
+#endif  // QLAB_EXPERIMENTS_RECORD_IO_H_
