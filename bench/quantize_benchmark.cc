@@ -11,6 +11,7 @@
 //   bazel run //bench:quantize_benchmark -- --benchmark_min_time=0.01     # smoke run
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -259,6 +260,17 @@ void MinMaxPerChannelBench(benchmark::State& state, const ChannelDims& dims, boo
 void BM_MinMaxPerChannelNHWC(benchmark::State& s) { MinMaxPerChannelBench(s, kNHWC, false); }
 void BM_MinMaxPerChannelNHWC_Ref(benchmark::State& s) { MinMaxPerChannelBench(s, kNHWC, true); }
 
+// The ceiling for any kernel whose 1 M-element float output (4 MB) leaves L2: filling the same
+// buffer with memset (glibc's `rep stosb`, which skips the read-for-ownership ordinary stores
+// pay). "dequantize ref / memset" is then the largest speedup memory bandwidth allows on this
+// machine, measured in the same run as the dequantize rows.
+void BM_StoreRoofline(benchmark::State& state) {
+  const size_t n = Size(state);
+  auto y = Buffer<float>(n);
+  Run(state, n, 4, y.get(), "memset", [&] { std::memset(y.get(), 0x3f, n * sizeof(float)); });
+}
+BENCHMARK(BM_StoreRoofline)->Arg(1 << 20);
+
 // Each SIMD benchmark is registered right before its _Ref twin so the two run back to back
 // under the same machine conditions.
 void PerTensorSizes(benchmark::internal::Benchmark* b) {
@@ -297,6 +309,9 @@ int main(int argc, char** argv) {
   // The targets.
   compare("BM_QuantizeS8", "1048576", 8.0, "TARGET quantize f32->s8, 1M");
   compare("BM_DequantizeS8", "1048576", 8.0, "TARGET dequantize s8->f32, 1M");
+  // What the 8x above can reach at most here: the reference's time over the store roofline.
+  reporter.AddComparison("BM_DequantizeS8_Ref/1048576", "BM_StoreRoofline/1048576", 1.0,
+                         "ceiling: dequantize ref / 4 MB memset");
   // Informative, no stated target: 1x only says the SIMD path must not lose to the scalar loop.
   // The 64K rows show the same kernels with the data in L2, i.e. without memory-bandwidth limits.
   compare("BM_QuantizeS8", "65536", 1.0, "info: quantize f32->s8, 64K");
