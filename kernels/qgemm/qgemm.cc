@@ -1,5 +1,5 @@
-// Highway implementations of kernels/qgemm/qgemm.h (packing and the dispatched GEMM), compiled
-// once per target.
+// Highway implementations of kernels/qgemm/qgemm.h (packing, the dispatched GEMM and its fused
+// output stage), compiled once per target.
 //
 // Layout follows Highway's skeleton: this file includes itself through foreach_target.h, the SIMD
 // code lives in qlab::kernels::HWY_NAMESPACE, and the public functions at the bottom (compiled
@@ -7,7 +7,8 @@
 //
 // Every target shares one driver, GemmImpl: it walks the output in tiles of kRowsPerTile rows x
 // kPanelsPerTile panels (16 columns each), and each tile accumulates over all of K in registers,
-// then subtracts zero_point * column_sums and stores. Only the tile (micro-kernel) differs:
+// then runs the output stage (output_stage.h) on the accumulators and stores. Only the tile
+// (micro-kernel) differs:
 //   AVX3_DL  vpdpbusd on 512-bit vectors: one 64-byte load of a packed group per panel, one
 //            4-byte activation broadcast per row, 8 rows x 2 panels = 16 zmm accumulators.
 //   others   the portable Highway path: the 64 weight bytes of a group are promoted to int16, the
@@ -18,16 +19,24 @@
 //   SCALAR   plain loops (one-lane vectors have no pairs of lanes to widen-multiply into).
 // Signed activations flip their sign bit as they are loaded (kFlipSign): see qgemm.h.
 //
+// Activation rows come either as plain rows (row m at a + m * lda) or, for implicit-GEMM
+// convolution, through an indirection buffer: row m is `taps` segments of tap_k bytes each, at
+// indirection[m * taps + t]. A tile reads its rows' pointers once per tap; plain GEMM is the
+// one-tap case. Segments start whole K groups (tap_k % 4 == 0 when taps > 1), so the packed
+// weights' group g belongs to tap g / (tap_k / 4) and the micro-kernels never straddle segments.
+//
 // Activation words: 4 consecutive bytes of a row of A read as one little-endian uint32 (byte j at
 // bits 8j, as on every target Highway supports on this machine). The last, partial group of a row
 // is read byte by byte into a zeroed word so that no byte past K is touched; the matching packed
 // weights are zero, so the filler never contributes.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/qgemm/output_stage.h"
 #include "kernels/qgemm/qgemm.h"
 
 // Plain helpers shared by every target: defined once, outside the per-target namespaces.
@@ -37,17 +46,23 @@ namespace qlab::kernels::qgemm_internal {
 
 // Everything a GEMM call needs, with the zero point already made effective (a_zp + 128 for s8).
 struct GemmArgs {
+  // Activations: plain rows when `indirection` is null, else m * taps segment pointers.
   const uint8_t* a;
-  size_t m;
   size_t lda;
+  const uint8_t* const* indirection;
+  size_t taps;
+  size_t tap_k;
+  size_t m;
   int32_t zero_point;
   const int8_t* packed;
   const int32_t* column_sums;
   size_t k;
   size_t n;
   size_t k_groups;
-  size_t panels;
-  int32_t* c;
+  size_t panel_begin;  // the panels [panel_begin, panel_end) of the output are computed
+  size_t panel_end;
+  const QOutputStage* stage;
+  void* c;  // element (0, 0) of the output, of the stage's type
   size_t ldc;
 };
 
@@ -58,7 +73,7 @@ struct GemmArgs {
 inline constexpr size_t kGroupBytes = kQGemmPanelColumns * kQGemmKGroup;  // 64
 inline constexpr uint32_t kSignFlipWord = 0x80808080u;
 
-// Group g of a row: 4 bytes of K, or fewer (zero-filled) for the last, partial group.
+// Group g of a row segment of k bytes: 4 bytes, or fewer (zero-filled) for a partial last group.
 inline uint32_t LoadActivationWord(const uint8_t* row, size_t g, size_t k) {
   uint32_t word = 0;
   const size_t begin = g * kQGemmKGroup;
@@ -76,9 +91,30 @@ inline uint32_t ActivationWord(const uint8_t* row, size_t g, size_t k) {
   return kFlipSign ? word ^ kSignFlipWord : word;
 }
 
+// Row m's segment for tap t.
+inline const uint8_t* RowSegment(const GemmArgs& g, size_t m, size_t t) {
+  return g.indirection != nullptr ? g.indirection[m * g.taps + t] : g.a + m * g.lda;
+}
+
 // Columns of panel p that exist in the output (16 except in the last panel).
 inline size_t PanelColumns(const GemmArgs& g, size_t p) {
   return std::min(kQGemmPanelColumns, g.n - p * kQGemmPanelColumns);
+}
+
+// The 16 entries of a per-column parameter array for panel p, in `tmp` unless they can be read in
+// place: a per-tensor value is repeated, and a partial last panel is padded with its last valid
+// entry (a harmless value for every stage: padding lanes are computed, never stored).
+template <typename T>
+inline const T* PanelParams(const T* src, bool per_channel, size_t column0, size_t columns,
+                            T (&tmp)[kQGemmPanelColumns]) {
+  if (!per_channel) {
+    std::fill(tmp, tmp + kQGemmPanelColumns, src[0]);
+    return tmp;
+  }
+  if (columns == kQGemmPanelColumns) return src + column0;
+  std::copy(src + column0, src + column0 + columns, tmp);
+  std::fill(tmp + columns, tmp + kQGemmPanelColumns, src[column0 + columns - 1]);
+  return tmp;
 }
 
 }  // namespace qlab::kernels::qgemm_internal
@@ -97,11 +133,197 @@ inline size_t PanelColumns(const GemmArgs& g, size_t p) {
 HWY_BEFORE_NAMESPACE();
 namespace qlab::kernels {
 namespace HWY_NAMESPACE {
+// Everything of this family sits in its own namespace, so that per-target helpers cannot collide
+// (multiple definitions at link time) with other kernel families' in binaries linking both.
+namespace qgemm_hwy {
 namespace hn = hwy::HWY_NAMESPACE;
 using qgemm_internal::ActivationWord;
 using qgemm_internal::GemmArgs;
 using qgemm_internal::kGroupBytes;
 using qgemm_internal::PanelColumns;
+using qgemm_internal::PanelParams;
+using qgemm_internal::RowSegment;
+
+// ---------------------------------------------------------------------------------------------
+// Output stage on one row of one panel (16 int32 accumulators in kStageVecs vectors), shared by
+// every target's tile. Formulas: output_stage.h.
+using DI = hn::CappedTag<int32_t, kQGemmPanelColumns>;
+using DF = hn::Rebind<float, DI>;
+using VI = hn::Vec<DI>;
+using VF = hn::Vec<DF>;
+constexpr size_t kStageLanes = hn::MaxLanes(DI());
+constexpr size_t kStageVecs = kQGemmPanelColumns / kStageLanes;
+
+// A panel's stage parameters, loaded once per tile and reused for each of its rows.
+struct PanelStage {
+  VI offset[kStageVecs];  // bias - zero_point * colsum: stages 1 and 2 in one add
+  VF scale[kStageVecs];   // fp32 multipliers (kF32, and kU8/kS8 with kFloat)
+  VI fixed_multiplier[kStageVecs];
+  VI shift[kStageVecs];
+  size_t column0;
+  size_t columns;
+};
+
+HWY_INLINE PanelStage LoadPanelStage(const GemmArgs& g, size_t p) {
+  const DI di;
+  const DF df;
+  const QOutputStage& s = *g.stage;
+  PanelStage ps;
+  ps.column0 = p * kQGemmPanelColumns;
+  ps.columns = PanelColumns(g, p);
+  int32_t bias_tmp[kQGemmPanelColumns] = {};
+  const int32_t* bias =
+      s.bias != nullptr ? PanelParams(s.bias, true, ps.column0, ps.columns, bias_tmp) : bias_tmp;
+  float scale_tmp[kQGemmPanelColumns];
+  const bool float_scale = s.type == QOutputType::kF32 ||
+                           (s.type != QOutputType::kS32 &&
+                            s.requantization == QRequantization::kFloat);
+  const bool fixed = s.type != QOutputType::kS32 && s.type != QOutputType::kF32 &&
+                     s.requantization == QRequantization::kFixedPoint;
+  const float* scales =
+      float_scale ? PanelParams(s.multipliers, s.per_channel, ps.column0, ps.columns, scale_tmp)
+                  : nullptr;
+  int32_t mult_tmp[kQGemmPanelColumns], shift_tmp[kQGemmPanelColumns];
+  const int32_t* mults = fixed ? PanelParams(s.fixed_multipliers, s.per_channel, ps.column0,
+                                             ps.columns, mult_tmp)
+                               : nullptr;
+  const int32_t* shifts =
+      fixed ? PanelParams(s.shifts, s.per_channel, ps.column0, ps.columns, shift_tmp) : nullptr;
+  const VI zero_point = hn::Set(di, g.zero_point);
+  QLAB_UNROLL
+  for (size_t v = 0; v < kStageVecs; ++v) {
+    const size_t lane0 = v * kStageLanes;
+    // column_sums is padded to whole panels: always 16 readable entries.
+    const VI correction = hn::Mul(zero_point, hn::LoadU(di, g.column_sums + ps.column0 + lane0));
+    ps.offset[v] = hn::Sub(hn::LoadU(di, bias + lane0), correction);
+    ps.scale[v] = float_scale ? hn::LoadU(df, scales + lane0) : hn::Zero(df);
+    ps.fixed_multiplier[v] = fixed ? hn::LoadU(di, mults + lane0) : hn::Zero(di);
+    ps.shift[v] = fixed ? hn::LoadU(di, shifts + lane0) : hn::Zero(di);
+  }
+  return ps;
+}
+
+// Stores the first `count` lanes of v (all when count >= lanes). A partial vector goes through
+// a stack buffer: a read-modify-write of the full vector could race with the thread writing the
+// neighbouring columns.
+template <class D>
+HWY_INLINE void StoreFirstLanes(hn::Vec<D> v, D d, size_t count, hn::TFromD<D>* out) {
+  if (count >= hn::MaxLanes(d)) {
+    hn::StoreU(v, d, out);
+    return;
+  }
+  HWY_ALIGN hn::TFromD<D> tmp[hn::MaxLanes(d)];
+  hn::Store(v, d, tmp);
+  std::memcpy(out, tmp, count * sizeof(tmp[0]));
+}
+
+// Requantization of one vector to int32 values already clamped to [min, max].
+HWY_INLINE VI Requantize(const QOutputStage& s, VI acc, VF scale, VI fixed_multiplier, VI shift) {
+  const DI di;
+  if constexpr (kStageLanes == 1) {
+    // One lane (SCALAR): plain integer / float math, the formulas verbatim. std::nearbyint rounds
+    // half to even like the vector targets' Round (Highway's one-lane Round is not exact near
+    // 0.5 - 2^-25).
+    const int32_t a = hn::GetLane(acc);
+    int64_t q;
+    if (s.requantization == QRequantization::kFloat) {
+      const float r = std::nearbyint(static_cast<float>(a) * hn::GetLane(scale)) +
+                      static_cast<float>(s.zero_point);
+      const float clamped = std::min(std::max(r, static_cast<float>(s.min)),
+                                     static_cast<float>(s.max));
+      q = static_cast<int64_t>(clamped);
+    } else {
+      const int32_t sh = hn::GetLane(shift);
+      const int64_t product = static_cast<int64_t>(a) * hn::GetLane(fixed_multiplier);
+      q = (((product >> (sh - 1)) + 1) >> 1) + s.zero_point;  // == (p + 2^(sh-1)) >> sh
+      q = std::min<int64_t>(std::max<int64_t>(q, s.min), s.max);
+    }
+    return hn::Set(di, static_cast<int32_t>(q));
+  } else {
+    if (s.requantization == QRequantization::kFloat) {
+      const DF df;
+      const VF scaled = hn::Mul(hn::ConvertTo(df, acc), scale);
+      const VF shifted = hn::Add(hn::Round(scaled), hn::Set(df, static_cast<float>(s.zero_point)));
+      const VF clamped = hn::Min(hn::Max(shifted, hn::Set(df, static_cast<float>(s.min))),
+                                 hn::Set(df, static_cast<float>(s.max)));
+      return hn::ConvertTo(di, clamped);  // integral and in range: exact
+    }
+#if HWY_TARGET != HWY_SCALAR
+    // 32x32 -> 64-bit products of even lanes, then of odd lanes moved to even positions; the
+    // rounding shift (p + 2^(s-1)) >> s as ((p >> (s-1)) + 1) >> 1, which needs no 64-bit
+    // variable left shift (absent on x86).
+    const hn::RepartitionToWide<DI> d64;
+    const auto one = hn::Set(d64, 1);
+    const auto shift_pairs = hn::BitCast(d64, shift);
+    const auto shift_even = hn::And(shift_pairs, hn::Set(d64, 0xFFFFFFFFLL));
+    const auto shift_odd = hn::ShiftRight<32>(shift_pairs);
+    const auto even = hn::MulEven(acc, fixed_multiplier);
+    const auto odd = hn::MulEven(hn::Shuffle2301(acc), hn::Shuffle2301(fixed_multiplier));
+    const auto scaled_even =
+        hn::ShiftRight<1>(hn::Add(hn::operator>>(even, hn::Sub(shift_even, one)), one));
+    const auto scaled_odd =
+        hn::ShiftRight<1>(hn::Add(hn::operator>>(odd, hn::Sub(shift_odd, one)), one));
+    // shift >= 31 keeps |scaled| < 2^31: the low halves hold the int32 results.
+    const VI scaled = hn::OddEven(hn::BitCast(di, hn::ShiftLeft<32>(scaled_odd)),
+                                  hn::BitCast(di, scaled_even));
+    // Clamp before adding the zero point, so that the addition cannot overflow.
+    const VI clamped = hn::Min(hn::Max(scaled, hn::Set(di, s.min - s.zero_point)),
+                               hn::Set(di, s.max - s.zero_point));
+    return hn::Add(clamped, hn::Set(di, s.zero_point));
+#else
+    return acc;  // unreachable: SCALAR vectors have one lane
+#endif
+  }
+}
+
+// Stages 2-3 for row m of a panel: `acc` holds the raw sums (before the zero-point correction).
+HWY_INLINE void StoreRow(const GemmArgs& g, const PanelStage& ps, size_t m,
+                         const VI (&acc)[kStageVecs]) {
+  const DI di;
+  const DF df;
+  const QOutputStage& s = *g.stage;
+  const size_t offset = m * g.ldc + ps.column0;
+  QLAB_UNROLL
+  for (size_t v = 0; v < kStageVecs; ++v) {
+    const size_t lane0 = v * kStageLanes;
+    if (lane0 >= ps.columns) break;
+    const size_t count = ps.columns - lane0;
+    const VI value = hn::Add(acc[v], ps.offset[v]);
+    switch (s.type) {
+      case QOutputType::kS32:
+        StoreFirstLanes(value, di, count, static_cast<int32_t*>(g.c) + offset + lane0);
+        break;
+      case QOutputType::kF32:
+        StoreFirstLanes(hn::Mul(hn::ConvertTo(df, value), ps.scale[v]), df, count,
+                        static_cast<float*>(g.c) + offset + lane0);
+        break;
+      case QOutputType::kU8: {
+        const hn::Rebind<uint8_t, DI> d8;
+        const VI q = Requantize(s, value, ps.scale[v], ps.fixed_multiplier[v], ps.shift[v]);
+        StoreFirstLanes(hn::DemoteTo(d8, q), d8, count,
+                        static_cast<uint8_t*>(g.c) + offset + lane0);
+        break;
+      }
+      case QOutputType::kS8: {
+        const hn::Rebind<int8_t, DI> d8;
+        const VI q = Requantize(s, value, ps.scale[v], ps.fixed_multiplier[v], ps.shift[v]);
+        StoreFirstLanes(hn::DemoteTo(d8, q), d8, count,
+                        static_cast<int8_t*>(g.c) + offset + lane0);
+        break;
+      }
+    }
+  }
+}
+
+// Output stage for a row whose 16 raw sums are in memory (portable and SCALAR tiles).
+HWY_INLINE void StoreRowFromMemory(const GemmArgs& g, const PanelStage& ps, size_t m,
+                                   const int32_t* sums) {
+  const DI di;
+  VI acc[kStageVecs];
+  QLAB_UNROLL
+  for (size_t v = 0; v < kStageVecs; ++v) acc[v] = hn::LoadU(di, sums + v * kStageLanes);
+  StoreRow(g, ps, m, acc);
+}
 
 #if HWY_TARGET == HWY_AVX3_DL
 // ---------------------------------------------------------------------------------------------
@@ -109,6 +331,7 @@ using qgemm_internal::PanelColumns;
 // intrinsic needs this function-level target (see shared/docs/TOOLCHAIN.md).
 constexpr size_t kRowsPerTile = 8;
 constexpr size_t kPanelsPerTile = 2;
+static_assert(kStageVecs == 1, "one zmm of int32 is one panel row");
 
 // One group of K for every row and panel of the tile: 2 loads of packed weights, kRows
 // broadcasts, kRows * kPanels vpdpbusd. `word(r)` gives row r's 4 activation bytes.
@@ -132,10 +355,8 @@ template <size_t kRows, size_t kPanels, bool kFlipSign>
 __attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0,
                                                                size_t p0) {
   __m512i acc[kRows][kPanels];
-  const uint8_t* rows[kRows];
   QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
-    rows[r] = g.a + (m0 + r) * g.lda;
     QLAB_UNROLL
     for (size_t p = 0; p < kPanels; ++p) acc[r][p] = _mm512_setzero_si512();
   }
@@ -143,37 +364,39 @@ __attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, 
   QLAB_UNROLL
   for (size_t p = 0; p < kPanels; ++p) panels[p] = g.packed + (p0 + p) * g.k_groups * kGroupBytes;
 
-  // Whole groups: a 4-byte broadcast straight from memory (the sign flip, for s8, is one
-  // vector XOR); then the partial last group, if any, through the zero-filling loader.
+  // Whole groups of each tap: a 4-byte broadcast straight from memory (the sign flip, for s8, is
+  // one vector XOR); then the partial last group (one-tap rows only), through the zero-filling
+  // loader.
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(qgemm_internal::kSignFlipWord));
-  const size_t full_groups = g.k / kQGemmKGroup;
-  for (size_t kg = 0; kg < full_groups; ++kg) {
-    VnniGroup<kRows, kPanels>(acc, panels, kg, [&](size_t r) {
-      int32_t word;
-      std::memcpy(&word, rows[r] + kg * kQGemmKGroup, sizeof(word));
-      const __m512i a4 = _mm512_set1_epi32(word);
-      return kFlipSign ? _mm512_xor_si512(a4, flip) : a4;
-    });
+  const size_t tap_groups = g.tap_k / kQGemmKGroup;
+  const uint8_t* rows[kRows] = {};
+  for (size_t t = 0; t < g.taps; ++t) {
+    QLAB_UNROLL
+    for (size_t r = 0; r < kRows; ++r) rows[r] = RowSegment(g, m0 + r, t);
+    const size_t kg0 = t * tap_groups;
+    for (size_t i = 0; i < tap_groups; ++i) {
+      VnniGroup<kRows, kPanels>(acc, panels, kg0 + i, [&](size_t r) {
+        int32_t word;
+        std::memcpy(&word, rows[r] + i * kQGemmKGroup, sizeof(word));
+        const __m512i a4 = _mm512_set1_epi32(word);
+        return kFlipSign ? _mm512_xor_si512(a4, flip) : a4;
+      });
+    }
   }
-  if (full_groups < g.k_groups) {
-    VnniGroup<kRows, kPanels>(acc, panels, full_groups, [&](size_t r) {
+  if (tap_groups * g.taps < g.k_groups) {  // K % 4 != 0, hence one tap: rows[] is still tap 0
+    VnniGroup<kRows, kPanels>(acc, panels, tap_groups, [&](size_t r) {
       return _mm512_set1_epi32(
-          static_cast<int32_t>(ActivationWord<kFlipSign>(rows[r], full_groups, g.k)));
+          static_cast<int32_t>(ActivationWord<kFlipSign>(rows[r], tap_groups, g.k)));
     });
   }
 
-  const __m512i zero_point = _mm512_set1_epi32(g.zero_point);
   QLAB_UNROLL
   for (size_t p = 0; p < kPanels; ++p) {
-    const size_t column0 = (p0 + p) * kQGemmPanelColumns;
-    const __m512i correction =
-        _mm512_mullo_epi32(zero_point, _mm512_loadu_si512(g.column_sums + column0));
-    const __mmask16 store_mask =
-        static_cast<__mmask16>((uint32_t{1} << PanelColumns(g, p0 + p)) - 1);
+    const PanelStage ps = LoadPanelStage(g, p0 + p);
     QLAB_UNROLL
     for (size_t r = 0; r < kRows; ++r) {
-      _mm512_mask_storeu_epi32(g.c + (m0 + r) * g.ldc + column0, store_mask,
-                               _mm512_sub_epi32(acc[r][p], correction));
+      const VI row[1] = {VI{acc[r][p]}};
+      StoreRow(g, ps, m0 + r, row);
     }
   }
 }
@@ -187,20 +410,24 @@ constexpr size_t kPanelsPerTile = 1;
 template <size_t kRows, size_t kPanels, bool kFlipSign>
 HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
   static_assert(kRows == 1 && kPanels == 1, "SCALAR tiles are one row of one panel");
-  const uint8_t* row = g.a + m0 * g.lda;
   const int8_t* panel = g.packed + p0 * g.k_groups * kGroupBytes;
-  const size_t column0 = p0 * kQGemmPanelColumns;
+  const size_t tap_groups = (g.tap_k + kQGemmKGroup - 1) / kQGemmKGroup;
+  int32_t sums[kQGemmPanelColumns] = {};
   for (size_t c = 0; c < PanelColumns(g, p0); ++c) {
     int32_t sum = 0;
-    for (size_t kg = 0; kg < g.k_groups; ++kg) {
-      const uint32_t word = ActivationWord<kFlipSign>(row, kg, g.k);
-      const int8_t* b = panel + kg * kGroupBytes + c * kQGemmKGroup;
-      for (size_t j = 0; j < kQGemmKGroup; ++j) {
-        sum += static_cast<int32_t>((word >> (8 * j)) & 0xFF) * b[j];
+    for (size_t t = 0; t < g.taps; ++t) {
+      const uint8_t* row = RowSegment(g, m0, t);
+      for (size_t i = 0; i < tap_groups; ++i) {
+        const uint32_t word = ActivationWord<kFlipSign>(row, i, g.tap_k);
+        const int8_t* b = panel + (t * tap_groups + i) * kGroupBytes + c * kQGemmKGroup;
+        for (size_t j = 0; j < kQGemmKGroup; ++j) {
+          sum += static_cast<int32_t>((word >> (8 * j)) & 0xFF) * b[j];
+        }
       }
     }
-    g.c[m0 * g.ldc + column0 + c] = sum - g.zero_point * g.column_sums[column0 + c];
+    sums[c] = sum;
   }
+  StoreRowFromMemory(g, LoadPanelStage(g, p0), m0, sums);
 }
 
 #else
@@ -223,35 +450,40 @@ HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
 
   V32 sum0[kRows][kVecs];
   V32 sum1[kRows][kVecs];  // ReorderWidenMulAccumulate's second half (unused on x86)
-  const uint8_t* rows[kRows];
   QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
-    rows[r] = g.a + (m0 + r) * g.lda;
     QLAB_UNROLL
     for (size_t v = 0; v < kVecs; ++v) sum0[r][v] = sum1[r][v] = hn::Zero(d32);
   }
 
-  for (size_t kg = 0; kg < g.k_groups; ++kg) {
-    V16 b[kVecs];
+  const size_t tap_groups = (g.tap_k + kQGemmKGroup - 1) / kQGemmKGroup;
+  const uint8_t* rows[kRows] = {};
+  for (size_t t = 0; t < g.taps; ++t) {
     QLAB_UNROLL
-    for (size_t p = 0; p < kPanels; ++p) {
-      const int8_t* group = g.packed + ((p0 + p) * g.k_groups + kg) * kGroupBytes;
-      constexpr size_t kVecsPerPanel = kGroupBytes / kLanes16;
+    for (size_t r = 0; r < kRows; ++r) rows[r] = RowSegment(g, m0 + r, t);
+    for (size_t i = 0; i < tap_groups; ++i) {
+      const size_t kg = t * tap_groups + i;
+      V16 b[kVecs];
       QLAB_UNROLL
-      for (size_t v = 0; v < kVecsPerPanel; ++v) {
-        b[p * kVecsPerPanel + v] = hn::PromoteTo(d16, hn::LoadU(d8, group + v * kLanes16));
+      for (size_t p = 0; p < kPanels; ++p) {
+        const int8_t* group = g.packed + ((p0 + p) * g.k_groups + kg) * kGroupBytes;
+        constexpr size_t kVecsPerPanel = kGroupBytes / kLanes16;
+        QLAB_UNROLL
+        for (size_t v = 0; v < kVecsPerPanel; ++v) {
+          b[p * kVecsPerPanel + v] = hn::PromoteTo(d16, hn::LoadU(d8, group + v * kLanes16));
+        }
       }
-    }
-    QLAB_UNROLL
-    for (size_t r = 0; r < kRows; ++r) {
-      const uint64_t w = ActivationWord<kFlipSign>(rows[r], kg, g.k);
-      // int16 lanes a0 a1 a2 a3 repeated, matching the packed K order within each column.
-      const uint64_t pattern = (w & 0xFF) | ((w & 0xFF00) << 8) | ((w & 0xFF0000) << 16) |
-                               ((w & 0xFF000000) << 24);
-      const V16 a4 = hn::BitCast(d16, hn::Set(d64, pattern));
       QLAB_UNROLL
-      for (size_t v = 0; v < kVecs; ++v) {
-        sum0[r][v] = hn::ReorderWidenMulAccumulate(d32, a4, b[v], sum0[r][v], sum1[r][v]);
+      for (size_t r = 0; r < kRows; ++r) {
+        const uint64_t w = ActivationWord<kFlipSign>(rows[r], i, g.tap_k);
+        // int16 lanes a0 a1 a2 a3 repeated, matching the packed K order within each column.
+        const uint64_t pattern = (w & 0xFF) | ((w & 0xFF00) << 8) | ((w & 0xFF0000) << 16) |
+                                 ((w & 0xFF000000) << 24);
+        const V16 a4 = hn::BitCast(d16, hn::Set(d64, pattern));
+        QLAB_UNROLL
+        for (size_t v = 0; v < kVecs; ++v) {
+          sum0[r][v] = hn::ReorderWidenMulAccumulate(d32, a4, b[v], sum0[r][v], sum1[r][v]);
+        }
       }
     }
   }
@@ -259,6 +491,9 @@ HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
   // Lane 2c + h of a panel's int32 lanes holds column c's products of K offsets 2h, 2h+1.
   HWY_ALIGN int32_t pairs[kPanels * 2 * kQGemmPanelColumns];
   constexpr size_t kLanes32 = hn::MaxLanes(d32);
+  PanelStage ps[kPanels];
+  QLAB_UNROLL
+  for (size_t p = 0; p < kPanels; ++p) ps[p] = LoadPanelStage(g, p0 + p);
   QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
     QLAB_UNROLL
@@ -267,13 +502,12 @@ HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
     }
     QLAB_UNROLL
     for (size_t p = 0; p < kPanels; ++p) {
-      const size_t column0 = (p0 + p) * kQGemmPanelColumns;
       const int32_t* panel_pairs = pairs + p * 2 * kQGemmPanelColumns;
-      int32_t* out = g.c + (m0 + r) * g.ldc + column0;
-      for (size_t c = 0; c < PanelColumns(g, p0 + p); ++c) {
-        out[c] = panel_pairs[2 * c] + panel_pairs[2 * c + 1] -
-                 g.zero_point * g.column_sums[column0 + c];
+      HWY_ALIGN int32_t sums[kQGemmPanelColumns];
+      for (size_t c = 0; c < kQGemmPanelColumns; ++c) {
+        sums[c] = panel_pairs[2 * c] + panel_pairs[2 * c + 1];
       }
+      StoreRowFromMemory(g, ps[p], m0 + r, sums);
     }
   }
 }
@@ -292,8 +526,8 @@ HWY_INLINE void TileUpToRows(size_t rows, const GemmArgs& g, size_t m0, size_t p
 // stay in L2 while every row block of A streams past them.
 template <bool kFlipSign>
 void GemmImpl(const GemmArgs& g) {
-  for (size_t p0 = 0; p0 < g.panels; p0 += kPanelsPerTile) {
-    const size_t panels = std::min(kPanelsPerTile, g.panels - p0);
+  for (size_t p0 = g.panel_begin; p0 < g.panel_end; p0 += kPanelsPerTile) {
+    const size_t panels = std::min(kPanelsPerTile, g.panel_end - p0);
     for (size_t m0 = 0; m0 < g.m; m0 += kRowsPerTile) {
       const size_t rows = std::min(kRowsPerTile, g.m - m0);
       if constexpr (kPanelsPerTile > 1) {
@@ -307,11 +541,17 @@ void GemmImpl(const GemmArgs& g) {
   }
 }
 
-void GemmU8(const GemmArgs& g) { GemmImpl</*kFlipSign=*/false>(g); }
-void GemmS8(const GemmArgs& g) { GemmImpl</*kFlipSign=*/true>(g); }
+}  // namespace qgemm_hwy
+
+void QGemmHwyU8(const qgemm_internal::GemmArgs& g) {
+  qgemm_hwy::GemmImpl</*kFlipSign=*/false>(g);
+}
+void QGemmHwyS8(const qgemm_internal::GemmArgs& g) {
+  qgemm_hwy::GemmImpl</*kFlipSign=*/true>(g);
+}
 
 // For benchmark labels and tests: the target this dispatch table resolved to.
-const char* ChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
+const char* QGemmChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace qlab::kernels
@@ -320,11 +560,16 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace qlab::kernels {
 
-HWY_EXPORT(GemmU8);
-HWY_EXPORT(GemmS8);
-HWY_EXPORT(ChosenTargetName);
+HWY_EXPORT(QGemmHwyU8);
+HWY_EXPORT(QGemmHwyS8);
+HWY_EXPORT(QGemmChosenTargetName);
 
 PackedWeights PackWeights(const int8_t* b, size_t k, size_t n, size_t ldb) {
+  return PackWeightsStrided(b, k, n, ldb, 1);
+}
+
+PackedWeights PackWeightsStrided(const int8_t* b, size_t k, size_t n, size_t k_stride,
+                                 size_t n_stride) {
   PackedWeights packed;
   packed.k = k;
   packed.n = n;
@@ -338,7 +583,7 @@ PackedWeights PackWeights(const int8_t* b, size_t k, size_t n, size_t ldb) {
     for (size_t col = 0; col < n; ++col) {
       const size_t panel = col / kQGemmPanelColumns;
       const size_t c = col % kQGemmPanelColumns;
-      const int8_t value = b[row * ldb + col];
+      const int8_t value = b[row * k_stride + col * n_stride];
       packed.data[((panel * packed.k_groups + g) * kQGemmPanelColumns + c) * kQGemmKGroup + j] =
           value;
       packed.column_sums[col] += value;
@@ -348,28 +593,79 @@ PackedWeights PackWeights(const int8_t* b, size_t k, size_t n, size_t ldb) {
 }
 
 namespace {
+
+// The raw int32 GEMM is the output stage with nothing but the zero-point correction.
+const QOutputStage kRawS32Stage{};
+
 qgemm_internal::GemmArgs MakeArgs(const uint8_t* a, size_t m, size_t lda, int32_t zero_point,
-                                  const PackedWeights& b, int32_t* c, size_t ldc) {
-  return {a,      m,   lda,        zero_point, b.data.data(), b.column_sums.data(), b.k, b.n,
-          b.k_groups, b.panels, c, ldc};
+                                  const PackedWeights& b, const QOutputStage& stage, void* c,
+                                  size_t ldc) {
+  qgemm_internal::GemmArgs g;
+  g.a = a;
+  g.lda = lda;
+  g.indirection = nullptr;
+  g.taps = 1;
+  g.tap_k = b.k;
+  g.m = m;
+  g.zero_point = zero_point;
+  g.packed = b.data.data();
+  g.column_sums = b.column_sums.data();
+  g.k = b.k;
+  g.n = b.n;
+  g.k_groups = b.k_groups;
+  g.panel_begin = 0;
+  g.panel_end = b.panels;
+  g.stage = &stage;
+  g.c = c;
+  g.ldc = ldc;
+  return g;
 }
+
 }  // namespace
 
 void QGemmU8S8S32(const uint8_t* a, size_t m, size_t lda, int32_t a_zero_point,
                   const PackedWeights& b, int32_t* c, size_t ldc) {
-  HWY_DASSERT(0 <= a_zero_point && a_zero_point <= 255);
-  HWY_DYNAMIC_DISPATCH(GemmU8)(MakeArgs(a, m, lda, a_zero_point, b, c, ldc));
+  QGemmU8S8_OutputStage(a, m, lda, a_zero_point, b, kRawS32Stage, c, ldc);
 }
 
 void QGemmS8S8S32(const int8_t* a, size_t m, size_t lda, int32_t a_zero_point,
                   const PackedWeights& b, int32_t* c, size_t ldc) {
-  HWY_DASSERT(-128 <= a_zero_point && a_zero_point <= 127);
-  // a - zp == (a + 128) - (zp + 128): the kernels see a + 128 (sign bit flipped) as uint8.
-  HWY_DYNAMIC_DISPATCH(GemmS8)(MakeArgs(reinterpret_cast<const uint8_t*>(a), m, lda,
-                                        a_zero_point + 128, b, c, ldc));
+  QGemmS8S8_OutputStage(a, m, lda, a_zero_point, b, kRawS32Stage, c, ldc);
 }
 
-const char* QGemmKernelsTargetName() { return HWY_DYNAMIC_DISPATCH(ChosenTargetName)(); }
+void QGemmU8S8_OutputStage(const uint8_t* a, size_t m, size_t lda, int32_t a_zero_point,
+                           const PackedWeights& b, const QOutputStage& stage, void* c,
+                           size_t ldc) {
+  HWY_DASSERT(0 <= a_zero_point && a_zero_point <= 255);
+  HWY_DYNAMIC_DISPATCH(QGemmHwyU8)(MakeArgs(a, m, lda, a_zero_point, b, stage, c, ldc));
+}
+
+void QGemmS8S8_OutputStage(const int8_t* a, size_t m, size_t lda, int32_t a_zero_point,
+                           const PackedWeights& b, const QOutputStage& stage, void* c,
+                           size_t ldc) {
+  HWY_DASSERT(-128 <= a_zero_point && a_zero_point <= 127);
+  // a - zp == (a + 128) - (zp + 128): the kernels see a + 128 (sign bit flipped) as uint8.
+  HWY_DYNAMIC_DISPATCH(QGemmHwyS8)(MakeArgs(reinterpret_cast<const uint8_t*>(a), m, lda,
+                                            a_zero_point + 128, b, stage, c, ldc));
+}
+
+void QIGemmU8S8_OutputStage(const uint8_t* const* indirection, size_t m, size_t taps,
+                            int32_t a_zero_point, const PackedWeights& b, size_t panel_begin,
+                            size_t panel_end, const QOutputStage& stage, void* c, size_t ldc) {
+  HWY_DASSERT(0 <= a_zero_point && a_zero_point <= 255);
+  HWY_DASSERT(taps >= 1 && b.k % taps == 0);
+  HWY_DASSERT(taps == 1 || (b.k / taps) % kQGemmKGroup == 0);
+  HWY_DASSERT(panel_begin <= panel_end && panel_end <= b.panels);
+  qgemm_internal::GemmArgs g = MakeArgs(nullptr, m, 0, a_zero_point, b, stage, c, ldc);
+  g.indirection = indirection;
+  g.taps = taps;
+  g.tap_k = b.k / taps;
+  g.panel_begin = panel_begin;
+  g.panel_end = panel_end;
+  HWY_DYNAMIC_DISPATCH(QGemmHwyU8)(g);
+}
+
+const char* QGemmKernelsTargetName() { return HWY_DYNAMIC_DISPATCH(QGemmChosenTargetName)(); }
 
 }  // namespace qlab::kernels
 #endif  // HWY_ONCE

@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/qgemm/output_stage.h"
+
 namespace qlab::kernels {
 
 // Columns per packed panel: one 512-bit vector of int32 accumulators. The layout is the same for
@@ -64,6 +66,12 @@ struct PackedWeights {
 // layer, so its speed does not matter. Precondition: 1 <= k <= 65536, n >= 1.
 PackedWeights PackWeights(const int8_t* b, size_t k, size_t n, size_t ldb);
 
+// PackWeightsStrided: the same for B[k][n] at b[k * k_stride + n * n_stride], e.g. weights stored
+// output-channel-major (OHWI convolution filters, [out, in] linear weights) with k_stride = 1 and
+// n_stride = K. Same preconditions.
+PackedWeights PackWeightsStrided(const int8_t* b, size_t k, size_t n, size_t k_stride,
+                                 size_t n_stride);
+
 // QGemmU8S8S32: C[M x N] (int32, row stride ldc >= N) = (A - a_zero_point) * B for uint8
 // activations A[M x K] (row stride lda >= K) and packed int8 weights.
 // Preconditions: 0 <= a_zero_point <= 255; b built by PackWeights (K <= 65536); A, C do not
@@ -76,6 +84,27 @@ void QGemmU8S8S32(const uint8_t* a, size_t m, size_t lda, int32_t a_zero_point,
 // kernels on a + 128 with zero point a_zero_point + 128 (see above).
 void QGemmS8S8S32(const int8_t* a, size_t m, size_t lda, int32_t a_zero_point,
                   const PackedWeights& b, int32_t* c, size_t ldc);
+
+// QGemmU8S8_OutputStage / QGemmS8S8_OutputStage: the same GEMMs with the output stage of
+// output_stage.h fused into the store of each tile: C (row stride ldc, in elements of
+// stage.type) receives stage(C_int32). The stage's preconditions apply (output_stage.h).
+void QGemmU8S8_OutputStage(const uint8_t* a, size_t m, size_t lda, int32_t a_zero_point,
+                           const PackedWeights& b, const QOutputStage& stage, void* c,
+                           size_t ldc);
+void QGemmS8S8_OutputStage(const int8_t* a, size_t m, size_t lda, int32_t a_zero_point,
+                           const PackedWeights& b, const QOutputStage& stage, void* c,
+                           size_t ldc);
+
+// QIGemmU8S8_OutputStage: indirect (implicit) GEMM, the convolution form. Row m of A is the
+// concatenation of `taps` segments of tap_k = K / taps bytes, segment t at
+// indirection[m * taps + t] (for a convolution: the input pixel under kernel tap t, or a row of
+// zero-point bytes where the tap falls into the padding). Only the output columns of panels
+// [panel_begin, panel_end) are computed (a thread's share); C points at element (0, 0).
+// Preconditions: K % taps == 0 and, if taps > 1, tap_k % 4 == 0 (segments hold whole K groups);
+// panel_begin <= panel_end <= b.panels; 0 <= a_zero_point <= 255.
+void QIGemmU8S8_OutputStage(const uint8_t* const* indirection, size_t m, size_t taps,
+                            int32_t a_zero_point, const PackedWeights& b, size_t panel_begin,
+                            size_t panel_end, const QOutputStage& stage, void* c, size_t ldc);
 
 // Name of the Highway target these kernels dispatch to on this CPU (e.g. "AVX3_DL", which means
 // the VNNI micro-kernel runs).

@@ -12,7 +12,9 @@
 // Randomness: each case draws from std::mt19937 seeded with kBaseSeed plus a case number, printed
 // on failure with the shape; `--gtest_random_seed=N` replaces kBaseSeed to explore other data.
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -23,8 +25,11 @@
 #include "gtest/gtest.h"
 #include "hwy/targets.h"
 #include "hwy/tests/hwy_gtest.h"
+#include "kernels/qgemm/output_stage.h"
+#include "kernels/qgemm/output_stage_ref.h"
 #include "kernels/qgemm/qgemm.h"
 #include "kernels/qgemm/qgemm_ref.h"
+#include "quant/qparams.h"
 
 namespace qlab::kernels {
 namespace {
@@ -107,6 +112,124 @@ class QGemmTester {
   size_t padding_ = 0;
   uint32_t seed_ = kBaseSeed;
   std::optional<int32_t> constant_a_, constant_b_;
+};
+
+
+// QGemmOutputStageTester: the fused output stage (output_stage.h) checked against the int32
+// reference GEMM followed by QOutputStageRef, bit for bit (floats too: every stage is one IEEE
+// operation). Multipliers are drawn so that the requantized values spread over about 4x the
+// output range: both saturation ends and every rounding case occur. Fixed-point multipliers come
+// from quant/qparams.h QuantizeMultiplier, as an operator would make them.
+//   QGemmOutputStageTester().m(9).n(33).k(65).type(QOutputType::kU8).per_channel(true).Test();
+class QGemmOutputStageTester {
+ public:
+  QGemmOutputStageTester& m(size_t v) { m_ = v; return *this; }
+  QGemmOutputStageTester& n(size_t v) { n_ = v; return *this; }
+  QGemmOutputStageTester& k(size_t v) { k_ = v; return *this; }
+  QGemmOutputStageTester& a_zero_point(int32_t v) { a_zero_point_ = v; return *this; }
+  QGemmOutputStageTester& signed_activations(bool v) { signed_ = v; return *this; }
+  QGemmOutputStageTester& type(QOutputType v) { type_ = v; return *this; }
+  QGemmOutputStageTester& requantization(QRequantization v) { requant_ = v; return *this; }
+  QGemmOutputStageTester& per_channel(bool v) { per_channel_ = v; return *this; }
+  QGemmOutputStageTester& bias(bool v) { bias_ = v; return *this; }
+  // Fused ReLU: the clamp's lower bound is the output zero point.
+  QGemmOutputStageTester& relu(bool v) { relu_ = v; return *this; }
+  QGemmOutputStageTester& output_zero_point(int32_t v) { output_zero_point_ = v; return *this; }
+  QGemmOutputStageTester& seed(uint32_t v) { seed_ = v; return *this; }
+
+  void Test() const {
+    std::mt19937 rng(seed_);
+    const size_t ldc = n_ + 3;  // row padding must survive
+    const int32_t a_min = signed_ ? -128 : 0, a_max = signed_ ? 127 : 255;
+    std::uniform_int_distribution<int32_t> a_dist(a_min, a_max), b_dist(-128, 127);
+    std::vector<uint8_t> a_bytes(m_ * k_);
+    for (uint8_t& v : a_bytes) v = static_cast<uint8_t>(a_dist(rng));
+    std::vector<int8_t> b(k_ * n_);
+    for (int8_t& v : b) v = static_cast<int8_t>(b_dist(rng));
+    const PackedWeights packed = PackWeights(b.data(), k_, n_, n_);
+
+    // Typical |acc| ~ sqrt(K) * 74 * 74; a multiplier of 4 * 256 / (that) spreads the outputs.
+    const double typical = std::sqrt(static_cast<double>(k_)) * 74.0 * 74.0 + 1.0;
+    std::uniform_real_distribution<double> mult_dist(0.25 / typical, 4.0 * 256.0 / typical);
+    std::uniform_int_distribution<int32_t> bias_dist(-static_cast<int32_t>(typical) * 4,
+                                                     static_cast<int32_t>(typical) * 4);
+    const size_t channels = per_channel_ ? n_ : 1;
+    std::vector<float> multipliers(channels);
+    std::vector<int32_t> fixed_multipliers(channels), shifts(channels);
+    for (size_t c = 0; c < channels; ++c) {
+      const double real = mult_dist(rng);
+      multipliers[c] = static_cast<float>(real);
+      const auto fixed = QuantizeMultiplier(real);
+      ASSERT_TRUE(fixed.ok()) << fixed.status();
+      fixed_multipliers[c] = fixed->multiplier;
+      shifts[c] = fixed->shift;
+    }
+    std::vector<int32_t> bias(n_);
+    for (int32_t& v : bias) v = bias_dist(rng);
+
+    QOutputStage stage;
+    stage.type = type_;
+    stage.bias = bias_ ? bias.data() : nullptr;
+    stage.per_channel = per_channel_;
+    stage.requantization = requant_;
+    stage.multipliers = multipliers.data();
+    stage.fixed_multipliers = fixed_multipliers.data();
+    stage.shifts = shifts.data();
+    const bool is_u8 = type_ == QOutputType::kU8;
+    stage.zero_point = output_zero_point_;
+    stage.min = relu_ ? output_zero_point_ : (is_u8 ? 0 : -128);
+    stage.max = is_u8 ? 255 : 127;
+
+    std::vector<int32_t> acc(m_ * n_);
+    if (signed_) {
+      QGemmS8S8S32Ref(reinterpret_cast<const int8_t*>(a_bytes.data()), m_, k_, k_,
+                      a_zero_point_, b.data(), n_, n_, acc.data(), n_);
+    } else {
+      QGemmU8S8S32Ref(a_bytes.data(), m_, k_, k_, a_zero_point_, b.data(), n_, n_, acc.data(),
+                      n_);
+    }
+    const size_t size = QOutputElementSize(type_);
+    std::vector<uint8_t> expected(m_ * ldc * size, 0xA5), actual(m_ * ldc * size, 0xA5);
+    QOutputStageRef(acc.data(), m_, n_, n_, stage, expected.data(), ldc);
+    if (signed_) {
+      QGemmS8S8_OutputStage(reinterpret_cast<const int8_t*>(a_bytes.data()), m_, k_,
+                            a_zero_point_, packed, stage, actual.data(), ldc);
+    } else {
+      QGemmU8S8_OutputStage(a_bytes.data(), m_, k_, a_zero_point_, packed, stage, actual.data(),
+                            ldc);
+    }
+    for (size_t i = 0; i < m_ * ldc; ++i) {
+      if (std::memcmp(&actual[i * size], &expected[i * size], size) != 0) {
+        ADD_FAILURE() << Describe() << ": element [" << i / ldc << "][" << i % ldc
+                      << "] differs (acc " << (i % ldc < n_ ? acc[i / ldc * n_ + i % ldc] : 0)
+                      << ")" << (i % ldc >= n_ ? " (row padding overwritten)" : "");
+        return;
+      }
+    }
+  }
+
+  std::string Describe() const {
+    std::ostringstream s;
+    s << "QGemm" << (signed_ ? "S8S8" : "U8S8") << "_OutputStage target="
+      << QGemmKernelsTargetName() << " m=" << m_ << " n=" << n_ << " k=" << k_
+      << " a_zero_point=" << a_zero_point_ << " type=" << static_cast<int>(type_)
+      << " requant=" << static_cast<int>(requant_) << " per_channel=" << per_channel_
+      << " bias=" << bias_ << " relu=" << relu_ << " output_zero_point=" << output_zero_point_
+      << " seed=" << seed_;
+    return s.str();
+  }
+
+ private:
+  size_t m_ = 1, n_ = 1, k_ = 1;
+  int32_t a_zero_point_ = 0;
+  bool signed_ = false;
+  QOutputType type_ = QOutputType::kU8;
+  QRequantization requant_ = QRequantization::kFloat;
+  bool per_channel_ = false;
+  bool bias_ = true;
+  bool relu_ = false;
+  int32_t output_zero_point_ = 0;
+  uint32_t seed_ = kBaseSeed;
 };
 
 // Zero points at both ends and the middle of each activation range.
@@ -212,6 +335,89 @@ TEST_P(QGemmTest, ExtremeValuesDoNotSaturate) {
             .constant_a(e.a)
             .constant_b(e.b)
             .Test();
+      }
+    }
+  }
+}
+
+// Every output type, both requantization forms, per-tensor and per-channel, with and without
+// bias and fused ReLU, over shapes around the tile and panel boundaries.
+TEST_P(QGemmTest, OutputStageMatchesReference) {
+  const QOutputType kTypes[] = {QOutputType::kS32, QOutputType::kF32, QOutputType::kU8,
+                                QOutputType::kS8};
+  const size_t kNs[] = {1, 15, 16, 17, 33, 64};
+  uint32_t seed = BaseSeed() + 300000;
+  size_t rotation = 0;
+  for (QOutputType type : kTypes) {
+    for (QRequantization requant : {QRequantization::kFloat, QRequantization::kFixedPoint}) {
+      if (requant == QRequantization::kFixedPoint &&
+          (type == QOutputType::kS32 || type == QOutputType::kF32)) {
+        continue;  // those types do not requantize
+      }
+      for (bool per_channel : {false, true}) {
+        for (size_t m : {1, 3, 8, 9, 17}) {
+          for (size_t n : kNs) {
+            for (size_t k : {1, 5, 64, 147}) {
+              ++rotation;
+              const bool is_u8 = type != QOutputType::kS8;
+              QGemmOutputStageTester()
+                  .m(m).n(n).k(k)
+                  .signed_activations(rotation % 4 == 3)
+                  .a_zero_point(rotation % 4 == 3 ? kS8ZeroPoints[rotation % 3]
+                                                  : kU8ZeroPoints[rotation % 3])
+                  .type(type)
+                  .requantization(requant)
+                  .per_channel(per_channel)
+                  .bias(rotation % 5 != 0)
+                  .relu(rotation % 2 == 0)
+                  .output_zero_point(is_u8 ? kU8ZeroPoints[(rotation / 3) % 3]
+                                           : kS8ZeroPoints[(rotation / 3) % 3])
+                  .seed(++seed)
+                  .Test();
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Indirect GEMM: rows assembled from segments scattered through a buffer (as a convolution's
+// kernel taps are), against the plain GEMM of the gathered rows.
+TEST_P(QGemmTest, IndirectGemmMatchesGatheredReference) {
+  std::mt19937 rng(BaseSeed() + 400000);
+  std::uniform_int_distribution<int32_t> u8(0, 255), s8(-128, 127);
+  for (size_t taps : {1, 2, 9}) {
+    for (size_t tap_k : {4, 8, 64}) {
+      for (size_t m : {1, 7, 8, 9, 20}) {
+        for (size_t n : {5, 32, 48}) {
+          const size_t k = taps * tap_k;
+          // A pool of segments; row m tap t picks a random one.
+          const size_t pool_size = 13;
+          std::vector<uint8_t> pool(pool_size * tap_k);
+          for (uint8_t& v : pool) v = static_cast<uint8_t>(u8(rng));
+          std::vector<const uint8_t*> indirection(m * taps);
+          std::vector<uint8_t> gathered(m * k);
+          std::uniform_int_distribution<size_t> pick(0, pool_size - 1);
+          for (size_t i = 0; i < m * taps; ++i) {
+            indirection[i] = pool.data() + pick(rng) * tap_k;
+            std::memcpy(&gathered[i * tap_k], indirection[i], tap_k);
+          }
+          std::vector<int8_t> b(k * n);
+          for (int8_t& v : b) v = static_cast<int8_t>(s8(rng));
+          const PackedWeights packed = PackWeights(b.data(), k, n, n);
+          std::vector<int32_t> expected(m * n), actual(m * n, kSentinel);
+          QGemmU8S8S32Ref(gathered.data(), m, k, k, 77, b.data(), n, n, expected.data(), n);
+          // Two calls on disjoint panel ranges cover the output, as two threads would.
+          const QOutputStage stage;
+          const size_t split = packed.panels / 2;
+          QIGemmU8S8_OutputStage(indirection.data(), m, taps, 77, packed, 0, split, stage,
+                                 actual.data(), n);
+          QIGemmU8S8_OutputStage(indirection.data(), m, taps, 77, packed, split, packed.panels,
+                                 stage, actual.data(), n);
+          ASSERT_EQ(actual, expected) << "taps=" << taps << " tap_k=" << tap_k << " m=" << m
+                                      << " n=" << n << " target=" << QGemmKernelsTargetName();
+        }
       }
     }
   }
