@@ -32,7 +32,7 @@ std::vector<ResNetSpec> Registry() {
 
 class Builder {
  public:
-  Builder(const ResNetOptions& options) : options_(options), rng_(options.seed) {}
+  explicit Builder(const ResNetOptions& options) : options_(options), rng_(options.seed) {}
 
   Graph& graph() { return graph_; }
 

@@ -3,10 +3,14 @@
 // was; "module." prefixes and num_batches_tracked counters are handled as in PyTorch.
 #include "models/state_dict.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "gtest/gtest.h"
 #include "models/resnet.h"
+#include "models/safetensors.h"
+#include "quant/graph/interpreter.h"
 #include "quant/graph/graph.h"
 
 namespace qlab {
@@ -97,6 +101,25 @@ TEST(StateDictTest, ModulePrefixAndNumBatchesTracked) {
   absl::StatusOr<StateDict> stripped = StripModulePrefix(both);
   ASSERT_FALSE(stripped.ok());
   EXPECT_TRUE(Contains(std::string(stripped.status().message()), "module.linear.bias"));
+}
+
+// A model's weights saved with SaveSafetensors and loaded into a fresh build give the same
+// parameters bit for bit and therefore the same logits (exact: same arithmetic, same order).
+TEST(StateDictTest, SafetensorsRoundTripOfAModel) {
+  const Graph original = Model(ParameterInit::kDeterministic, 11);
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string path = std::string(tmp != nullptr ? tmp : "/tmp") + "/resnet20.safetensors";
+  std::remove(path.c_str());
+  ASSERT_TRUE(SaveSafetensors(path, ExtractStateDict(original), {{"arch", "resnet20"}}).ok());
+  absl::StatusOr<LoadedSafetensors> loaded = LoadSafetensors(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  absl::StatusOr<Graph> rebuilt = BuildResNet(*ModelByName("resnet20"), loaded->tensors);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status();
+  Tensor x = *Tensor::Create(DType::kFloat32, {2, 3, 32, 32});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(i % 11) * 0.1f;
+  const Tensor a = RunGraph(original, {x})->outputs[0];
+  const Tensor b = RunGraph(*rebuilt, {x})->outputs[0];
+  EXPECT_EQ(std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()), 0);
 }
 
 }  // namespace
