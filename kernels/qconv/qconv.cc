@@ -1,0 +1,260 @@
+// QConvU8S8_NHWC: validation and weight packing (Create), and the tiled implicit-GEMM driver
+// (Run) over kernels/qgemm's indirect GEMM. See qconv.h for the algorithm. No SIMD here: the
+// arithmetic all happens in the GEMM micro-kernels (dispatched there); this file only decides
+// which input bytes form each row of A and which thread computes which output tile.
+#include "kernels/qconv/qconv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+
+namespace qlab::kernels {
+namespace {
+
+// Output pixels per tile: 8 VNNI row tiles. Small enough that two threads get enough tiles to
+// balance on the 7x7 and 14x14 layers when combined with the channel split below, large enough
+// that the per-tile setup (indirection pointers, the stage's per-panel parameters) is noise.
+constexpr size_t kTileRows = 64;
+
+absl::Status CheckOutputArray(size_t size, size_t channels, const char* name) {
+  if (size != 1 && size != channels) {
+    return absl::InvalidArgumentError(absl::StrCat("QConv output stage: ", name, " has ", size,
+                                                   " entries, want 1 or ", channels));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOutput(const QConvOutput& out, size_t channels) {
+  const bool requantizes = out.type == QOutputType::kU8 || out.type == QOutputType::kS8;
+  const bool float_multipliers =
+      out.type == QOutputType::kF32 || (requantizes && out.requantization ==
+                                                           QRequantization::kFloat);
+  if (float_multipliers) {
+    if (absl::Status s = CheckOutputArray(out.multipliers.size(), channels, "multipliers");
+        !s.ok()) {
+      return s;
+    }
+    for (size_t i = 0; i < out.multipliers.size(); ++i) {
+      if (!std::isfinite(out.multipliers[i]) || out.multipliers[i] <= 0.0f) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "QConv output stage: multipliers[", i, "] = ", out.multipliers[i],
+            " is not finite and positive"));
+      }
+    }
+  }
+  if (requantizes && out.requantization == QRequantization::kFixedPoint) {
+    if (absl::Status s =
+            CheckOutputArray(out.fixed_multipliers.size(), channels, "fixed_multipliers");
+        !s.ok()) {
+      return s;
+    }
+    if (out.shifts.size() != out.fixed_multipliers.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("QConv output stage: ", out.shifts.size(), " shifts for ",
+                       out.fixed_multipliers.size(), " fixed_multipliers"));
+    }
+    for (size_t i = 0; i < out.shifts.size(); ++i) {
+      if (out.fixed_multipliers[i] < (int32_t{1} << 30) || out.shifts[i] < 31 ||
+          out.shifts[i] > 62) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "QConv output stage: fixed_multipliers[", i, "] = ", out.fixed_multipliers[i],
+            " / shifts[", i, "] = ", out.shifts[i], " outside [2^30, 2^31) / [31, 62]"));
+      }
+    }
+  }
+  if (requantizes) {
+    const int32_t lo = out.type == QOutputType::kU8 ? 0 : -128;
+    const int32_t hi = out.type == QOutputType::kU8 ? 255 : 127;
+    if (out.min > out.max || out.min < lo || out.max > hi) {
+      return absl::InvalidArgumentError(absl::StrCat("QConv output stage: clamp [", out.min, ", ",
+                                                     out.max, "] not within [", lo, ", ", hi,
+                                                     "]"));
+    }
+    // The fixed-point stage clamps before adding the zero point (min - zp, max - zp).
+    if (out.zero_point < -(1 << 24) || out.zero_point > (1 << 24)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("QConv output stage: zero_point ", out.zero_point, " out of range"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateShape(const QConvShape& s) {
+  const std::pair<const char*, size_t> positive[] = {
+      {"batch", s.batch},
+      {"input_height", s.input_height},
+      {"input_width", s.input_width},
+      {"input_channels", s.input_channels},
+      {"output_channels", s.output_channels},
+      {"kernel_height", s.kernel_height},
+      {"kernel_width", s.kernel_width},
+      {"stride_height", s.stride_height},
+      {"stride_width", s.stride_width}};
+  for (const auto& [name, value] : positive) {
+    if (value == 0) return absl::InvalidArgumentError(absl::StrCat("QConvShape: ", name, " is 0"));
+  }
+  if (s.padding_top >= s.kernel_height || s.padding_bottom >= s.kernel_height ||
+      s.padding_left >= s.kernel_width || s.padding_right >= s.kernel_width) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "QConvShape: padding (", s.padding_top, ", ", s.padding_left, ", ", s.padding_bottom,
+        ", ", s.padding_right, ") must be smaller than the kernel ", s.kernel_height, "x",
+        s.kernel_width));
+  }
+  if (s.input_height + s.padding_top + s.padding_bottom < s.kernel_height ||
+      s.input_width + s.padding_left + s.padding_right < s.kernel_width) {
+    return absl::InvalidArgumentError(absl::StrCat("QConvShape: padded input ", s.input_height,
+                                                   "x", s.input_width,
+                                                   " smaller than the kernel"));
+  }
+  const size_t k = s.kernel_height * s.kernel_width * s.input_channels;
+  if (k > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QConvShape: K = kh * kw * cin = ", k, " exceeds 65536"));
+  }
+  return absl::OkStatus();
+}
+
+// The (per-thread) buffers of one tile: indirection pointers and, for im2col, the gathered rows.
+// thread_local so that each pool thread allocates once and reuses.
+struct TileScratch {
+  std::vector<const uint8_t*> indirection;
+  std::vector<uint8_t> rows;
+};
+thread_local TileScratch tile_scratch;
+
+}  // namespace
+
+absl::StatusOr<QConvU8S8_NHWC> QConvU8S8_NHWC::Create(const QConvShape& shape,
+                                                      int32_t input_zero_point,
+                                                      const int8_t* weights_ohwi,
+                                                      const int32_t* bias,
+                                                      const QConvOutput& output) {
+  if (absl::Status s = ValidateShape(shape); !s.ok()) return s;
+  if (input_zero_point < 0 || input_zero_point > 255) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QConv: input_zero_point ", input_zero_point, " outside [0, 255]"));
+  }
+  if (weights_ohwi == nullptr) return absl::InvalidArgumentError("QConv: weights are null");
+  if (absl::Status s = ValidateOutput(output, shape.output_channels); !s.ok()) return s;
+
+  QConvU8S8_NHWC conv;
+  conv.shape_ = shape;
+  conv.input_zero_point_ = input_zero_point;
+  const size_t k = shape.kernel_height * shape.kernel_width * shape.input_channels;
+  // OHWI is B transposed: B[k][o] = w[o * K + k].
+  conv.packed_ = PackWeightsStrided(weights_ohwi, k, shape.output_channels, 1, k);
+  if (bias != nullptr) conv.bias_.assign(bias, bias + shape.output_channels);
+  conv.output_ = output;
+  conv.zero_row_.assign(shape.input_channels, static_cast<uint8_t>(input_zero_point));
+  return conv;
+}
+
+void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) const {
+  const QConvShape& s = shape_;
+  const size_t out_h = s.output_height(), out_w = s.output_width();
+  const size_t m = s.batch * out_h * out_w;
+  const size_t cin = s.input_channels;
+  const size_t kernel_taps = s.kernel_height * s.kernel_width;
+  const size_t k = kernel_taps * cin;
+  // Pointers straight into the input when every tap is whole K groups (or there is one tap);
+  // else gather each row (im2col) and hand the GEMM one-tap rows.
+  const bool gather = kernel_taps > 1 && cin % kQGemmKGroup != 0;
+  const size_t taps = gather ? 1 : kernel_taps;
+
+  QOutputStage stage;
+  stage.type = output_.type;
+  stage.bias = bias_.empty() ? nullptr : bias_.data();
+  // Per-channel iff the array this stage reads has more than one entry (Create checked 1 or
+  // output_channels).
+  const bool fixed = (output_.type == QOutputType::kU8 || output_.type == QOutputType::kS8) &&
+                     output_.requantization == QRequantization::kFixedPoint;
+  stage.per_channel =
+      (fixed ? output_.fixed_multipliers.size() : output_.multipliers.size()) > 1;
+  stage.requantization = output_.requantization;
+  stage.multipliers = output_.multipliers.data();
+  stage.fixed_multipliers = output_.fixed_multipliers.data();
+  stage.shifts = output_.shifts.data();
+  stage.zero_point = output_.zero_point;
+  stage.min = output_.min;
+  stage.max = output_.max;
+  const size_t element_size = QOutputElementSize(output_.type);
+
+  // Tiles: row blocks x panel ranges. With one thread a tile spans all channels; with more, the
+  // channels are split (in pairs of panels, the VNNI tile width) until there are about 8 tiles
+  // per thread, so that the deep, narrow layers (7x7 pixels, 512 channels) keep both cores busy.
+  const size_t threads = pool != nullptr ? pool->threads() : 1;
+  const size_t row_blocks = (m + kTileRows - 1) / kTileRows;
+  const size_t panel_pairs = (packed_.panels + 1) / 2;
+  size_t channel_splits = 1;
+  if (threads > 1) {
+    const size_t wanted = 8 * threads;
+    channel_splits = std::min(panel_pairs, std::max<size_t>(1, (wanted + row_blocks - 1) /
+                                                                   row_blocks));
+  }
+  const size_t pairs_per_split = (panel_pairs + channel_splits - 1) / channel_splits;
+  channel_splits = (panel_pairs + pairs_per_split - 1) / pairs_per_split;
+
+  auto run_tile = [&](size_t tile) {
+    const size_t block = tile / channel_splits;
+    const size_t split = tile % channel_splits;
+    const size_t m0 = block * kTileRows;
+    const size_t rows = std::min(kTileRows, m - m0);
+    const size_t panel_begin = split * pairs_per_split * 2;
+    const size_t panel_end = std::min(packed_.panels, panel_begin + pairs_per_split * 2);
+
+    TileScratch& scratch = tile_scratch;
+    scratch.indirection.resize(rows * taps);
+    if (gather) scratch.rows.resize(rows * k);
+    for (size_t r = 0; r < rows; ++r) {
+      const size_t pixel = m0 + r;
+      const size_t ox = pixel % out_w;
+      const size_t oy = (pixel / out_w) % out_h;
+      const size_t b = pixel / (out_w * out_h);
+      const uint8_t* image = input + b * s.input_height * s.input_width * cin;
+      // Input coordinates of tap (0, 0), offset by the padding so that they stay unsigned.
+      const size_t iy0 = oy * s.stride_height, ix0 = ox * s.stride_width;
+      uint8_t* row = gather ? &scratch.rows[r * k] : nullptr;
+      for (size_t ky = 0; ky < s.kernel_height; ++ky) {
+        const size_t iy = iy0 + ky;  // padded coordinate
+        const bool y_inside = iy >= s.padding_top && iy - s.padding_top < s.input_height;
+        const uint8_t* input_row =
+            y_inside ? image + (iy - s.padding_top) * s.input_width * cin : nullptr;
+        if (gather && y_inside && ix0 >= s.padding_left &&
+            ix0 + s.kernel_width - s.padding_left <= s.input_width) {
+          // The whole kernel row is inside: one contiguous run of kw * cin bytes.
+          std::memcpy(row + ky * s.kernel_width * cin, input_row + (ix0 - s.padding_left) * cin,
+                      s.kernel_width * cin);
+          continue;
+        }
+        for (size_t kx = 0; kx < s.kernel_width; ++kx) {
+          const size_t ix = ix0 + kx;
+          const bool inside =
+              y_inside && ix >= s.padding_left && ix - s.padding_left < s.input_width;
+          const uint8_t* src =
+              inside ? input_row + (ix - s.padding_left) * cin : zero_row_.data();
+          if (gather) {
+            std::memcpy(row + (ky * s.kernel_width + kx) * cin, src, cin);
+          } else {
+            scratch.indirection[r * taps + ky * s.kernel_width + kx] = src;
+          }
+        }
+      }
+      if (gather) scratch.indirection[r] = row;
+    }
+    uint8_t* c = static_cast<uint8_t*>(output) + m0 * s.output_channels * element_size;
+    QIGemmU8S8_OutputStage(scratch.indirection.data(), rows, taps, input_zero_point_, packed_,
+                           panel_begin, panel_end, stage, c, s.output_channels);
+  };
+  ParallelFor(pool, row_blocks * channel_splits, run_tile);
+}
+
+}  // namespace qlab::kernels
