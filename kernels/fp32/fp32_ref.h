@@ -106,6 +106,52 @@ inline void Fp32Conv2dNhwcRef(const float* input, size_t batch, size_t in_h, siz
   }
 }
 
+
+// Fp32Pool2dNhwcRef: max (exact: a max is a float of the input) or average pooling in double,
+// with PyTorch's windows (see fp32_pool.h); magnitude = sum |x| / divisor for averages (0 for
+// max). Output [batch][out_h][out_w][channels].
+inline void Fp32Pool2dNhwcRef(bool max, const float* input, size_t batch, size_t in_h, size_t in_w,
+                              size_t channels, size_t kernel_h, size_t kernel_w, size_t stride_h,
+                              size_t stride_w, size_t pad_h, size_t pad_w, size_t out_h,
+                              size_t out_w, bool count_include_pad, double* out,
+                              double* magnitude) {
+  for (size_t b = 0; b < batch; ++b) {
+    for (size_t oh = 0; oh < out_h; ++oh) {
+      const int64_t h0 = static_cast<int64_t>(oh * stride_h) - static_cast<int64_t>(pad_h);
+      const int64_t h_pad_end = std::min<int64_t>(h0 + kernel_h, in_h + pad_h);
+      for (size_t ow = 0; ow < out_w; ++ow) {
+        const int64_t w0 = static_cast<int64_t>(ow * stride_w) - static_cast<int64_t>(pad_w);
+        const int64_t w_pad_end = std::min<int64_t>(w0 + kernel_w, in_w + pad_w);
+        for (size_t c = 0; c < channels; ++c) {
+          double best = -std::numeric_limits<double>::infinity(), sum = 0.0, mag = 0.0;
+          int64_t count = 0;
+          for (int64_t h = std::max<int64_t>(h0, 0); h < std::min<int64_t>(h_pad_end, in_h); ++h) {
+            for (int64_t w = std::max<int64_t>(w0, 0); w < std::min<int64_t>(w_pad_end, in_w);
+                 ++w) {
+              const double v = input[((b * in_h + h) * in_w + w) * channels + c];
+              best = std::max(best, v);
+              sum += v;
+              mag += std::fabs(v);
+              ++count;
+            }
+          }
+          const size_t o = ((b * out_h + oh) * out_w + ow) * channels + c;
+          if (max) {
+            out[o] = best;
+            magnitude[o] = 0.0;
+            continue;
+          }
+          const double divisor = count_include_pad
+                                     ? static_cast<double>((h_pad_end - h0) * (w_pad_end - w0))
+                                     : static_cast<double>(count);
+          out[o] = count == 0 ? 0.0 : sum / divisor;
+          magnitude[o] = count == 0 ? 0.0 : mag / divisor;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace qlab::kernels
 
 #endif  // QLAB_KERNELS_FP32_FP32_REF_H_
