@@ -13,7 +13,7 @@
 // differences are smaller than for the ImageNet models), and the predicted class must be the
 // same as PyTorch's for every image.
 //
-// The data folder is found from the runfiles (models/testing/shared_data.h); without it the test
+// The data folder is found from the runfiles (models/data/data_root.h); without it the test
 // fails saying what to put where.
 #include <cstdlib>
 #include <fstream>
@@ -25,10 +25,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "models/data/data_root.h"
 #include "models/resnet.h"
 #include "models/safetensors.h"
 #include "models/testing/logits.h"
-#include "models/testing/shared_data.h"
 #include "opencv2/imgcodecs.hpp"
 #include "opencv2/imgproc.hpp"
 #include "quant/graph/interpreter.h"
@@ -93,7 +93,7 @@ absl::StatusOr<Tensor> LoadBatch(const std::vector<Image>& images) {
 class ResNetPretrainedTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
-    absl::StatusOr<std::string> root = testing::SharedDataRoot("models/BUILD");
+    absl::StatusOr<std::string> root = data::ResolveDataRoot("");
     if (!root.ok()) {
       setup_error_ = std::string(root.status().message());
       return;
@@ -116,10 +116,8 @@ std::string ResNetPretrainedTest::setup_error_;
 TEST_P(ResNetPretrainedTest, LogitsAndPredictionsMatchPyTorch) {
   ASSERT_TRUE(setup_error_.empty()) << setup_error_;
   const std::string name = GetParam();
-  absl::StatusOr<std::string> path =
-      testing::SharedDataPath("models/BUILD", "cifar10-resnet-akamaster/" + name + ".safetensors");
-  ASSERT_TRUE(path.ok()) << path.status();
-  absl::StatusOr<LoadedSafetensors> weights = LoadSafetensors(*path);
+  const std::string path = root_ + "/cifar10-resnet-akamaster/" + name + ".safetensors";
+  absl::StatusOr<LoadedSafetensors> weights = LoadSafetensors(path);
   ASSERT_TRUE(weights.ok()) << weights.status();
   // The shared files say what they hold: "resnet20 CIFAR ResNet (He et al. 2016), n=3, ...".
   EXPECT_TRUE(absl::StartsWith(weights->metadata["arch"], name + " ")) << weights->metadata["arch"];
