@@ -47,8 +47,13 @@ std::string CsvLine(const std::vector<std::string>& fields) {
 
 }  // namespace
 
+bool FileExists(const std::string& path) {
+  std::error_code error;
+  return std::filesystem::exists(path, error);
+}
+
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite) {
-  if (!overwrite && std::filesystem::exists(path)) {
+  if (!overwrite && FileExists(path)) {
     return absl::AlreadyExistsError(absl::StrCat(
         path, " exists; refusing to overwrite a record (choose another --out, or pass "
               "--overwrite)"));

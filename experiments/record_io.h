@@ -22,6 +22,8 @@ namespace qlab::experiments {
 // text on I/O failure. Creates missing parent directories.
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite);
 
+bool FileExists(const std::string& path);
+
 // InvalidArgument / DataLoss naming the path for a missing or malformed file.
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
 

@@ -1,0 +1,317 @@
+// RunPtq (experiments/ptq.h).
+#include "experiments/ptq.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "core/status_macros.h"
+#include "experiments/provenance.h"
+#include "models/data/batch_loader.h"
+#include "models/data/data_root.h"
+#include "models/data/random.h"
+#include "models/data/transforms.h"
+#include "models/evaluate.h"
+#include "models/resnet.h"
+#include "models/weights.h"
+#include "quant/backend_quantizers.h"
+#include "quant/convert.h"
+#include "quant/graph/fold_batch_norm.h"
+#include "quant/graph/interpreter.h"
+#include "quant/prepare.h"
+
+namespace qlab::experiments {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+absl::Status ValidateConfig(const PtqConfig& c) {
+  if (c.weight_granularity != "per_channel" && c.weight_granularity != "per_tensor") {
+    return absl::InvalidArgumentError(absl::StrCat("weight_granularity \"", c.weight_granularity,
+                                                   "\": expected per_channel or per_tensor"));
+  }
+  if (c.calib_images <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("calib_images must be > 0, got ",
+                                                   c.calib_images));
+  }
+  if (c.eval_images < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("eval_images must be >= 0, got ",
+                                                   c.eval_images));
+  }
+  if (c.batch_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size must be > 0, got ", c.batch_size));
+  }
+  if (c.timing_runs < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("timing_runs must be >= 0, got ",
+                                                   c.timing_runs));
+  }
+  return absl::OkStatus();
+}
+
+std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order) {
+  Sha256 hasher;
+  for (const int64_t i : order) {
+    hasher.Update(dataset.name(i));
+    hasher.Update("\n");
+  }
+  return hasher.HexDigest();
+}
+
+// The quantizer the config asks for: the backend's defaults with the calibrator and weight
+// granularity overridden.
+absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& c) {
+  QLAB_ASSIGN_OR_RETURN(const Backend backend, ParseBackend(c.quantizer));
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
+                        BackendQuantizer::Create(backend, c.calibrator));
+  if (c.weight_granularity == "per_tensor") {
+    QuantizationConfig config = quantizer->default_config();
+    QuantizationSpec::Options weight;
+    weight.format = config.weight->format();
+    weight.format.qscheme = QScheme::kPerTensorSymmetric;
+    weight.format.ch_axis = -1;
+    weight.observer = "minmax";
+    QLAB_ASSIGN_OR_RETURN(config.weight, QuantizationSpec::Create(weight));
+    quantizer->configs().SetGlobal(config);
+  }
+  return quantizer;
+}
+
+int64_t ParameterBytes(const Graph& graph) {
+  int64_t bytes = 0;
+  for (const NodeId id : graph.node_ids()) {
+    const Node& n = graph.node(id);
+    if (n.op == OpKind::kParameter) bytes += static_cast<int64_t>(n.value.nbytes());
+  }
+  return bytes;
+}
+
+// One line per observer slot: who shares it, what it is, and the parameters convert used.
+absl::StatusOr<nlohmann::json> QParamsSummary(const PreparedModel& prepared) {
+  nlohmann::json slots = nlohmann::json::array();
+  for (size_t i = 0; i < prepared.slots().size(); ++i) {
+    const ObserverSlot& slot = prepared.slots()[i];
+    std::vector<std::string> members;
+    for (const EdgeOrNode& m : slot.members) members.push_back(m.ToString(prepared.graph()));
+    nlohmann::json entry = {{"members", members}};
+    const absl::StatusOr<QuantParams> params = prepared.SlotQParams(static_cast<int>(i));
+    if (params.ok()) {
+      entry["dtype"] = std::string(DTypeName(params->dtype));
+      entry["qscheme"] = QSchemeName(params->qscheme);
+      entry["scale"] = params->scales;
+      entry["zero_point"] = params->zero_points;
+    } else {
+      // Weight slots are observed at convert time when calibration never ran them; dynamic
+      // slots have no fixed parameters. Say so rather than drop the slot.
+      entry["note"] = std::string(params.status().message());
+    }
+    slots.push_back(std::move(entry));
+  }
+  return slots;
+}
+
+// Median and 90th percentile of `runs` timed calls of `runner` on a batch of `batch` images,
+// after two warm-up calls.
+absl::StatusOr<nlohmann::json> TimeRunner(const BatchRunner& runner, int64_t batch,
+                                          int64_t image_size, int runs) {
+  QLAB_ASSIGN_OR_RETURN(Tensor input,
+                        Tensor::Create(DType::kFloat32, {batch, 3, image_size, image_size}));
+  for (int i = 0; i < 2; ++i) QLAB_RETURN_IF_ERROR(runner(input).status());
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    const Clock::time_point start = Clock::now();
+    QLAB_RETURN_IF_ERROR(runner(input).status());
+    ms.push_back(1e3 * SecondsSince(start));
+  }
+  std::sort(ms.begin(), ms.end());
+  const auto at = [&](double q) {
+    return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
+  };
+  return nlohmann::json{{"batch", batch}, {"runs", runs}, {"median_ms", at(0.5)},
+                        {"p90_ms", at(0.9)}};
+}
+
+BatchRunner GraphRunner(const Graph& graph) {
+  return [&graph](const Tensor& images) -> absl::StatusOr<Tensor> {
+    QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(graph, {images}));
+    return r.outputs[0];
+  };
+}
+
+}  // namespace
+
+nlohmann::json PtqConfig::ToJson() const {
+  return nlohmann::json{{"model", model},
+                        {"weights", weights},
+                        {"quantizer", quantizer},
+                        {"calibrator", calibrator},
+                        {"weight_granularity", weight_granularity},
+                        {"calib_images", calib_images},
+                        {"calib_seed", calib_seed},
+                        {"eval_images", eval_images},
+                        {"batch_size", batch_size},
+                        {"timing_runs", timing_runs}};
+}
+
+absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
+  QLAB_RETURN_IF_ERROR(ValidateConfig(config));
+  const Clock::time_point run_start = Clock::now();
+  QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, ModelByName(config.model));
+  QLAB_ASSIGN_OR_RETURN(const std::string root, data::ResolveDataRoot(config.data_root));
+  PtqConfig resolved = config;
+  if (resolved.weights.empty()) {
+    if (spec.family != ResNetFamily::kCifarOptionA) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model ", spec.name, " has no bundled weights: pass weights (a torchvision .pth or a "
+          "safetensors file)"));
+    }
+    resolved.weights = absl::StrCat(root, "/cifar10-resnet-akamaster/", spec.name,
+                                    ".safetensors");
+  }
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer, MakeQuantizer(resolved));
+  if (resolved.calibrator.empty()) {
+    resolved.calibrator = quantizer->default_config().input_activation->observer();
+  }
+
+  QLAB_ASSIGN_OR_RETURN(LoadedWeights weights, LoadWeights(resolved.weights));
+  QLAB_ASSIGN_OR_RETURN(const std::string weights_sha256, Sha256File(resolved.weights));
+  ResNetOptions options;
+  options.batch = resolved.batch_size;
+  QLAB_ASSIGN_OR_RETURN(Graph model, BuildResNet(spec, weights.tensors, options));
+  QLAB_RETURN_IF_ERROR(FoldBatchNorm(model).status());
+
+  // Data: CIFAR models calibrate on the training set and evaluate on the test set. ImageNet
+  // models have only the shared validation images: calibration takes a seeded subset of them
+  // and evaluation the rest, so no image is used for both.
+  std::unique_ptr<data::Dataset> calib_set;
+  std::unique_ptr<data::Dataset> eval_set_owned;
+  std::unique_ptr<data::Transform> transform;
+  std::vector<int64_t> calib_order;
+  std::vector<int64_t> eval_order;
+  if (spec.num_classes == 10) {
+    QLAB_ASSIGN_OR_RETURN(const std::string cache, data::CacheDir());
+    QLAB_ASSIGN_OR_RETURN(calib_set, data::OpenCifar10Train(root, cache));
+    QLAB_ASSIGN_OR_RETURN(eval_set_owned, data::OpenCifar10Test(root));
+    transform = std::make_unique<data::CifarEvalTransform>();
+    eval_order = data::AllIndices(*eval_set_owned);
+  } else {
+    QLAB_ASSIGN_OR_RETURN(calib_set, data::OpenImageNetVal1300(root));
+    transform = std::make_unique<data::ImageNetEvalTransform>();
+  }
+  if (resolved.calib_images > calib_set->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("calib_images ", resolved.calib_images,
+                                                   " > the ", calib_set->size(),
+                                                   " calibration images available"));
+  }
+  calib_order = data::SeededSubset(calib_set->size(), resolved.calib_images, resolved.calib_seed);
+  if (eval_set_owned == nullptr) {
+    std::vector<int64_t> sorted = calib_order;
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < calib_set->size(); ++i) {
+      if (!std::binary_search(sorted.begin(), sorted.end(), i)) eval_order.push_back(i);
+    }
+  }
+  const data::Dataset& eval_set = eval_set_owned ? *eval_set_owned : *calib_set;
+  if (resolved.eval_images > 0 && resolved.eval_images < static_cast<int64_t>(eval_order.size())) {
+    eval_order.resize(resolved.eval_images);
+  }
+
+  // Annotate, prepare, calibrate, convert.
+  QLAB_ASSIGN_OR_RETURN(PreparedModel prepared, PrepareWith(model, *quantizer));
+  const Clock::time_point calib_start = Clock::now();
+  {
+    data::LoaderOptions loader_options;
+    loader_options.batch_size = resolved.batch_size;
+    QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
+                          data::BatchLoader::Create(*calib_set, calib_order, *transform,
+                                                    loader_options));
+    std::optional<ProgressLine> progress;
+    if (resolved.show_progress) {
+      progress.emplace(absl::StrCat("calibrate ", spec.name, " ", resolved.calibrator),
+                       resolved.calib_images, "img");
+    }
+    for (;;) {
+      QLAB_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+      if (!batch) break;
+      QLAB_RETURN_IF_ERROR(prepared.Calibrate({batch->images}));
+      if (progress) progress->Advance(static_cast<int64_t>(batch->labels.size()));
+    }
+    if (progress) progress->Finish();
+  }
+  const double calib_seconds = SecondsSince(calib_start);
+  QLAB_ASSIGN_OR_RETURN(const Graph converted, Convert(prepared));
+  QLAB_ASSIGN_OR_RETURN(nlohmann::json qparams, QParamsSummary(prepared));
+
+  // Evaluate.
+  EvalOptions eval_options;
+  eval_options.batch_size = resolved.batch_size;
+  eval_options.show_progress = resolved.show_progress;
+  eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
+  QLAB_ASSIGN_OR_RETURN(const EvalResult fp32, Evaluate(eval_set, eval_order, *transform,
+                                                        GraphRunner(model), eval_options));
+  eval_options.label = absl::StrCat("eval ", spec.name, " fake-quant");
+  QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant,
+                        Evaluate(eval_set, eval_order, *transform, GraphRunner(converted),
+                                 eval_options));
+  QLAB_ASSIGN_OR_RETURN(const double agreement, PredictionAgreement(fp32, fake_quant));
+
+  nlohmann::json timing = {{"calibration_seconds", calib_seconds},
+                           {"fp32_eval_seconds", fp32.seconds},
+                           {"fake_quant_eval_seconds", fake_quant.seconds}};
+  if (resolved.timing_runs > 0) {
+    for (const int64_t batch : {int64_t{1}, int64_t{32}}) {
+      QLAB_ASSIGN_OR_RETURN(timing["fp32_reference_batch" + std::to_string(batch)],
+                            TimeRunner(GraphRunner(model), batch, spec.image_size,
+                                       resolved.timing_runs));
+    }
+  }
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  timing["peak_rss_mb"] = static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB
+  timing["total_seconds"] = SecondsSince(run_start);
+
+  const auto& classes = eval_set.class_names();
+  return nlohmann::json{
+      {"config", resolved.ToJson()},
+      {"inputs",
+       {{"weights_sha256", weights_sha256},
+        {"weights_format", weights.format},
+        {"data_root", root},
+        {"calibration_images", static_cast<int64_t>(calib_order.size())},
+        {"calibration_image_list_sha256", ImageListDigest(*calib_set, calib_order)},
+        {"eval_images", static_cast<int64_t>(eval_order.size())},
+        {"eval_image_list_sha256", ImageListDigest(eval_set, eval_order)}}},
+      {"provenance", CollectProvenance().ToJson()},
+      {"results",
+       {{"fp32", fp32.ToJson(classes)},
+        {"fake_quant", fake_quant.ToJson(classes)},
+        {"fake_quant_vs_fp32_top1_delta", fake_quant.top1() - fp32.top1()},
+        {"prediction_agreement_fp32_fake_quant", agreement},
+        {"int8", "not yet: lowering to the integer kernels is issue 7's next step"},
+        {"qparams", qparams}}},
+      {"model_size",
+       {{"fp32_parameter_bytes", ParameterBytes(model)},
+        {"quantized_parameter_bytes", ParameterBytes(converted)}}},
+      {"timing", timing},
+  };
+}
+
+nlohmann::json DeterministicPart(const nlohmann::json& record) {
+  nlohmann::json copy = record;
+  copy.erase("timing");
+  return copy;
+}
+
+}  // namespace qlab::experiments

@@ -1,0 +1,56 @@
+// Post-training quantization, end to end: the product's main job as a library.
+//
+// RunPtq builds a model from its weight file, folds batch norm, annotates it with a backend
+// quantizer, calibrates on a seeded subset of the training images, converts to the Q/DQ
+// reference model, evaluates FP32 and fake-quant (and, once lowering exists, int8) on the test
+// images, times the engines and returns one JSON record:
+//
+//   config       every setting that decides the numbers (model, weights, quantizer,
+//                calibrator, granularity, image counts, seeds, batch size)
+//   inputs       sha256 of the weights and of the calibration / evaluation image lists
+//   provenance   git commit (+ dirty), CPU, cores, Highway target, build mode
+//   results      accuracies, per-class accuracy, prediction agreement, per-layer qparams
+//   model_size   parameter bytes FP32 vs quantized
+//   timing       every wall-clock number (the only part that differs between identical runs)
+//
+// `bazel run //experiments:ptq` (ptq_main.cc) is the command-line front; sweeps and the
+// regression test call RunPtq directly.
+#ifndef QLAB_EXPERIMENTS_PTQ_H_
+#define QLAB_EXPERIMENTS_PTQ_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace qlab::experiments {
+
+struct PtqConfig {
+  std::string model = "resnet20";
+  std::string weights;    // empty: the shared checkpoint of resnet20/32/44/56
+  std::string data_root;  // empty: <workspace>/../shared/data
+  std::string quantizer = "xnnpack";
+  std::string calibrator;  // activation calibrator (registry spec); empty: the backend's
+  std::string weight_granularity = "per_channel";  // or "per_tensor"
+  int64_t calib_images = 512;
+  uint64_t calib_seed = 0;
+  int64_t eval_images = 0;  // 0: the whole test set
+  int batch_size = 100;
+  int timing_runs = 20;  // per engine and batch size, after warm-up; 0 skips timing
+  bool show_progress = true;
+
+  nlohmann::json ToJson() const;
+};
+
+// InvalidArgument naming the setting for a bad config (unknown model, quantizer, calibrator or
+// granularity; non-positive counts); errors of the steps (missing data, bad weights) otherwise.
+absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config);
+
+// The record without its "timing" section: what must be byte-identical between two runs of the
+// same config.
+nlohmann::json DeterministicPart(const nlohmann::json& record);
+
+}  // namespace qlab::experiments
+
+#endif  // QLAB_EXPERIMENTS_PTQ_H_

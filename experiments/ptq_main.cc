@@ -1,0 +1,115 @@
+// ptq: post-training quantization of a model, recorded.
+//
+//   bazel run //experiments:ptq                         # ResNet20 and ResNet56, shared data
+//   bazel run //experiments:ptq -- --model=resnet20 --quantizer=x86 --calibrator=entropy
+//   bazel run //experiments:ptq -- --model=resnet56 --eval_images=2000 --out=runs/r56
+//
+// For each model: calibrate on a seeded subset of the CIFAR-10 training images, convert, evaluate
+// FP32 and fake-quant on the test images, write <out>/<model>.json (refusing to overwrite) and
+// append a summary line to <out>/summary.csv. Same flags and seeds give the same records apart
+// from their "timing" sections.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+#include "experiments/provenance.h"
+#include "experiments/ptq.h"
+#include "experiments/record_io.h"
+#include "models/data/data_root.h"
+
+ABSL_FLAG(std::vector<std::string>, model, std::vector<std::string>({"resnet20", "resnet56"}),
+          "models, comma-separated: resnet20, resnet32, resnet44, resnet56, resnet18_cifar, "
+          "resnet50_cifar, resnet18, resnet50");
+ABSL_FLAG(std::string, weights, "",
+          "weight file (safetensors or .pth) for a single --model; default: the shared "
+          "checkpoint of resnet20/32/44/56");
+ABSL_FLAG(std::string, quantizer, "xnnpack", "xnnpack, x86 or tensorrt");
+ABSL_FLAG(std::string, calibrator, "",
+          "activation calibrator (registry spec: minmax, moving_average:c=0.01, histogram, "
+          "percentile:99.99, entropy, mse); default: the quantizer's");
+ABSL_FLAG(std::string, weight_granularity, "per_channel", "per_channel or per_tensor");
+ABSL_FLAG(int64_t, calib_images, 512, "calibration images (seeded subset of the training set)");
+ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
+ABSL_FLAG(int64_t, eval_images, 0, "evaluate on the first N test images (0: all)");
+ABSL_FLAG(int, batch_size, 100, "images per batch");
+ABSL_FLAG(int, timing_runs, 20, "timed runs per engine and batch size (0: no timing)");
+ABSL_FLAG(std::string, out, "results/ptq",
+          "output folder (relative paths are under the workspace when run with bazel run)");
+ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
+
+namespace qlab::experiments {
+namespace {
+
+std::string ResolveOut(const std::string& out) {
+  if (out.empty() || out[0] == '/') return out;
+  const std::string workspace = BazelRunWorkspace();  // bazel run's cwd is the runfiles tree
+  return workspace.empty() ? out : absl::StrCat(workspace, "/", out);
+}
+
+absl::Status Main() {
+  const std::vector<std::string> models = absl::GetFlag(FLAGS_model);
+  if (models.size() > 1 && !absl::GetFlag(FLAGS_weights).empty()) {
+    return absl::InvalidArgumentError("--weights applies to a single --model");
+  }
+  const std::string out = ResolveOut(absl::GetFlag(FLAGS_out));
+  for (const std::string& model : models) {
+    PtqConfig config;
+    config.model = model;
+    config.weights = absl::GetFlag(FLAGS_weights);
+    config.data_root = absl::GetFlag(FLAGS_data_root);
+    config.quantizer = absl::GetFlag(FLAGS_quantizer);
+    config.calibrator = absl::GetFlag(FLAGS_calibrator);
+    config.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
+    config.calib_images = absl::GetFlag(FLAGS_calib_images);
+    config.calib_seed = absl::GetFlag(FLAGS_calib_seed);
+    config.eval_images = absl::GetFlag(FLAGS_eval_images);
+    config.batch_size = absl::GetFlag(FLAGS_batch_size);
+    config.timing_runs = absl::GetFlag(FLAGS_timing_runs);
+    const std::string record_path = absl::StrCat(out, "/", model, ".json");
+    if (!absl::GetFlag(FLAGS_overwrite) && FileExists(record_path)) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          record_path, " exists: choose another --out or pass --overwrite"));
+    }
+    QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunPtq(config));
+    QLAB_RETURN_IF_ERROR(WriteJsonFile(record_path, record, absl::GetFlag(FLAGS_overwrite)));
+    const nlohmann::json& r = record["results"];
+    const double fp32 = r["fp32"]["top1"].get<double>();
+    const double fq = r["fake_quant"]["top1"].get<double>();
+    std::printf("%s  %s/%s  fp32 %.2f %%  fake-quant %.2f %%  (%+.2f)  agreement %.2f %%  -> %s\n",
+                model.c_str(), config.quantizer.c_str(),
+                record["config"]["calibrator"].get<std::string>().c_str(), 100 * fp32, 100 * fq,
+                100 * (fq - fp32),
+                100 * r["prediction_agreement_fp32_fake_quant"].get<double>(),
+                record_path.c_str());
+    QLAB_RETURN_IF_ERROR(AppendCsvRow(
+        absl::StrCat(out, "/summary.csv"),
+        {"model", "quantizer", "calibrator", "weight_granularity", "calib_images", "calib_seed",
+         "eval_images", "fp32_top1", "fake_quant_top1", "agreement", "git_commit"},
+        {model, config.quantizer, record["config"]["calibrator"].get<std::string>(),
+         config.weight_granularity, std::to_string(config.calib_images),
+         std::to_string(config.calib_seed),
+         std::to_string(record["inputs"]["eval_images"].get<int64_t>()),
+         absl::StrFormat("%.4f", fp32), absl::StrFormat("%.4f", fq),
+         absl::StrFormat("%.4f", r["prediction_agreement_fp32_fake_quant"].get<double>()),
+         record["provenance"]["git_commit"].get<std::string>()}));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace qlab::experiments
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  if (const absl::Status s = qlab::experiments::Main(); !s.ok()) {
+    std::fprintf(stderr, "ptq: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
