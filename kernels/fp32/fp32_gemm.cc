@@ -232,15 +232,23 @@ size_t ChunkPanels(const Problem& p) {
   return std::min(chunk, p.panels);
 }
 
-// dst[0, n) = src[0, n) (non-overlapping): whole vectors, then single floats, so that nothing
-// past either end is touched. GCC's auto-vectorized loop, with its alias checks, was several
-// times slower on the stem's 21-float runs.
+// dst[0, n) = src[0, n) (non-overlapping) and dst[0, n) = 0: whole vectors, then the tail,
+// touching nothing past either end. On AVX-512 the tail is one masked load/store (masked-off
+// lanes never fault); other targets finish with single floats. GCC's auto-vectorized loop, with
+// its alias checks, was several times slower on the stem's 21-float runs.
 HWY_INLINE void CopyFloats(const float* HWY_RESTRICT src, size_t n, float* HWY_RESTRICT dst) {
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   size_t i = 0;
   for (; i + lanes <= n; i += lanes) hn::StoreU(hn::LoadU(d, src + i), d, dst + i);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if (i < n) {
+    const auto mask = hn::FirstN(d, n - i);
+    hn::BlendedStore(hn::MaskedLoad(mask, d, src + i), mask, d, dst + i);
+  }
+#else
   for (; i < n; ++i) dst[i] = src[i];
+#endif
 }
 
 HWY_INLINE void ZeroFloats(size_t n, float* HWY_RESTRICT dst) {
@@ -248,7 +256,11 @@ HWY_INLINE void ZeroFloats(size_t n, float* HWY_RESTRICT dst) {
   const size_t lanes = hn::Lanes(d);
   size_t i = 0;
   for (; i + lanes <= n; i += lanes) hn::StoreU(hn::Zero(d), d, dst + i);
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  if (i < n) hn::BlendedStore(hn::Zero(d), hn::FirstN(d, n - i), d, dst + i);
+#else
   for (; i < n; ++i) dst[i] = 0.0f;
+#endif
 }
 
 // Writes the im2col rows of output pixels m0 .. m0 + rows - 1 (K floats each, order (kh, kw, ic))
@@ -272,26 +284,28 @@ void GatherRows(const Problem& p, size_t m0, size_t rows, float* dst) {
         continue;
       }
       const float* in_row = image + static_cast<size_t>(ih) * g.in_w * c;
+      const int64_t iw0 = static_cast<int64_t>(ow * g.stride_w) - static_cast<int64_t>(g.pad_w);
+      if (g.dilation_w == 1) {
+        // Taps [kw_begin, kw_end) fall inside the row: one contiguous run of the NHWC input.
+        const int64_t kernel_w = static_cast<int64_t>(g.kernel_w);
+        const int64_t kw_begin = std::min(kernel_w, std::max<int64_t>(0, -iw0));
+        const int64_t kw_end =
+            std::max(kw_begin, std::min(kernel_w, static_cast<int64_t>(g.in_w) - iw0));
+        ZeroFloats(static_cast<size_t>(kw_begin) * c, out);
+        if (kw_end > kw_begin) {
+          CopyFloats(in_row + static_cast<size_t>(iw0 + kw_begin) * c,
+                     static_cast<size_t>(kw_end - kw_begin) * c, out + kw_begin * c);
+        }
+        ZeroFloats(static_cast<size_t>(kernel_w - kw_end) * c, out + kw_end * c);
+        continue;
+      }
       for (size_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = static_cast<int64_t>(ow * g.stride_w + kw * g.dilation_w) -
-                           static_cast<int64_t>(g.pad_w);
-        const bool inside = iw >= 0 && iw < static_cast<int64_t>(g.in_w);
-        // Extend over the following taps while they stay inside and adjacent.
-        size_t run = 1;
-        if (inside && g.dilation_w == 1) {
-          while (kw + run < g.kernel_w && iw + static_cast<int64_t>(run) <
-                                              static_cast<int64_t>(g.in_w)) {
-            ++run;
-          }
-        }
-        float* o = out + kw * c;
-        if (inside) {
-          const float* src = in_row + static_cast<size_t>(iw) * c;
-          CopyFloats(src, run * c, o);
+        const int64_t iw = iw0 + static_cast<int64_t>(kw * g.dilation_w);
+        if (iw >= 0 && iw < static_cast<int64_t>(g.in_w)) {
+          CopyFloats(in_row + static_cast<size_t>(iw) * c, c, out + kw * c);
         } else {
-          ZeroFloats(c, o);
+          ZeroFloats(c, out + kw * c);
         }
-        kw += run - 1;
       }
     }
   }
