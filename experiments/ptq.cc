@@ -201,7 +201,10 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   std::vector<int64_t> calib_order;
   std::vector<int64_t> eval_order;
   if (spec.num_classes == 10) {
-    QLAB_ASSIGN_OR_RETURN(const std::string cache, data::CacheDir());
+    std::string cache = resolved.cache_dir;
+    if (cache.empty()) {
+      QLAB_ASSIGN_OR_RETURN(cache, data::CacheDir());
+    }
     QLAB_ASSIGN_OR_RETURN(calib_set, data::OpenCifar10Train(root, cache));
     QLAB_ASSIGN_OR_RETURN(eval_set_owned, data::OpenCifar10Test(root));
     transform = std::make_unique<data::CifarEvalTransform>();

@@ -30,6 +30,7 @@ struct PtqConfig {
   std::string model = "resnet20";
   std::string weights;    // empty: the shared checkpoint of resnet20/32/44/56
   std::string data_root;  // empty: <workspace>/../shared/data
+  std::string cache_dir;  // where the training archive is extracted once; empty: <workspace>/.cache
   std::string quantizer = "xnnpack";
   std::string calibrator;  // activation calibrator (registry spec); empty: the backend's
   std::string weight_granularity = "per_channel";  // or "per_tensor"
