@@ -160,6 +160,9 @@ struct PanelStage {
   VF scale[kStageVecs];   // fp32 multipliers (kF32, and kU8/kS8 with kFloat)
   VI fixed_multiplier[kStageVecs];
   VI shift[kStageVecs];
+  // The clamp relative to the output zero point, [min - zp, max - zp], as floats and ints.
+  VF low_f, high_f;
+  VI low, high, zero_point;
   size_t column0;
   size_t columns;
 };
@@ -200,6 +203,11 @@ HWY_INLINE PanelStage LoadPanelStage(const GemmArgs& g, size_t p) {
     ps.fixed_multiplier[v] = fixed ? hn::LoadU(di, mults + lane0) : hn::Zero(di);
     ps.shift[v] = fixed ? hn::LoadU(di, shifts + lane0) : hn::Zero(di);
   }
+  ps.low = hn::Set(di, s.min - s.zero_point);
+  ps.high = hn::Set(di, s.max - s.zero_point);
+  ps.low_f = hn::Set(df, static_cast<float>(s.min - s.zero_point));
+  ps.high_f = hn::Set(df, static_cast<float>(s.max - s.zero_point));
+  ps.zero_point = hn::Set(di, s.zero_point);
   return ps;
 }
 
@@ -217,36 +225,39 @@ HWY_INLINE void StoreFirstLanes(hn::Vec<D> v, D d, size_t count, hn::TFromD<D>* 
   std::memcpy(out, tmp, count * sizeof(tmp[0]));
 }
 
-// Requantization of one vector to int32 values already clamped to [min, max].
-HWY_INLINE VI Requantize(const QOutputStage& s, VI acc, VF scale, VI fixed_multiplier, VI shift) {
+// Requantization of one vector to int32 values in [min, max].
+//
+// fp32 form: the clamp moves before the rounding and the zero point after it,
+//   clamp(nearbyint(x) + zp, min, max) == clamp(nearbyint(x), min - zp, max - zp) + zp
+//                                      == nearbyint(clamp(x, min - zp, max - zp)) + zp,
+// exact for integer bounds (rounding is monotonic and leaves integers alone), and it keeps every
+// intermediate small: one clamp in float, one round-to-nearest-even conversion (NearestInt, the
+// CPU's default rounding mode, like std::nearbyint), one integer add.
+template <bool kFloat>
+HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
   const DI di;
   if constexpr (kStageLanes == 1) {
     // One lane (SCALAR): plain integer / float math, the formulas verbatim. std::nearbyint rounds
-    // half to even like the vector targets' Round (Highway's one-lane Round is not exact near
-    // 0.5 - 2^-25).
+    // half to even like the vector targets' conversion (Highway's one-lane Round is not exact
+    // near 0.5 - 2^-25).
     const int32_t a = hn::GetLane(acc);
     int64_t q;
-    if (s.requantization == QRequantization::kFloat) {
-      const float r = std::nearbyint(static_cast<float>(a) * hn::GetLane(scale)) +
-                      static_cast<float>(s.zero_point);
-      const float clamped = std::min(std::max(r, static_cast<float>(s.min)),
-                                     static_cast<float>(s.max));
-      q = static_cast<int64_t>(clamped);
+    if constexpr (kFloat) {
+      const float x = static_cast<float>(a) * hn::GetLane(ps.scale[v]);
+      const float clamped = std::min(std::max(x, hn::GetLane(ps.low_f)), hn::GetLane(ps.high_f));
+      q = static_cast<int64_t>(std::nearbyint(clamped));
     } else {
-      const int32_t sh = hn::GetLane(shift);
-      const int64_t product = static_cast<int64_t>(a) * hn::GetLane(fixed_multiplier);
-      q = (((product >> (sh - 1)) + 1) >> 1) + s.zero_point;  // == (p + 2^(sh-1)) >> sh
-      q = std::min<int64_t>(std::max<int64_t>(q, s.min), s.max);
+      const int32_t sh = hn::GetLane(ps.shift[v]);
+      const int64_t product = static_cast<int64_t>(a) * hn::GetLane(ps.fixed_multiplier[v]);
+      q = ((product >> (sh - 1)) + 1) >> 1;  // == (p + 2^(sh-1)) >> sh
+      q = std::min<int64_t>(std::max<int64_t>(q, hn::GetLane(ps.low)), hn::GetLane(ps.high));
     }
-    return hn::Set(di, static_cast<int32_t>(q));
+    return hn::Set(di, static_cast<int32_t>(q + hn::GetLane(ps.zero_point)));
   } else {
-    if (s.requantization == QRequantization::kFloat) {
+    if constexpr (kFloat) {
       const DF df;
-      const VF scaled = hn::Mul(hn::ConvertTo(df, acc), scale);
-      const VF shifted = hn::Add(hn::Round(scaled), hn::Set(df, static_cast<float>(s.zero_point)));
-      const VF clamped = hn::Min(hn::Max(shifted, hn::Set(df, static_cast<float>(s.min))),
-                                 hn::Set(df, static_cast<float>(s.max)));
-      return hn::ConvertTo(di, clamped);  // integral and in range: exact
+      const VF x = hn::Mul(hn::ConvertTo(df, acc), ps.scale[v]);
+      return hn::Add(hn::NearestInt(hn::Min(hn::Max(x, ps.low_f), ps.high_f)), ps.zero_point);
     }
 #if HWY_TARGET != HWY_SCALAR
     // 32x32 -> 64-bit products of even lanes, then of odd lanes moved to even positions; the
@@ -254,11 +265,12 @@ HWY_INLINE VI Requantize(const QOutputStage& s, VI acc, VF scale, VI fixed_multi
     // variable left shift (absent on x86).
     const hn::RepartitionToWide<DI> d64;
     const auto one = hn::Set(d64, 1);
-    const auto shift_pairs = hn::BitCast(d64, shift);
+    const auto shift_pairs = hn::BitCast(d64, ps.shift[v]);
     const auto shift_even = hn::And(shift_pairs, hn::Set(d64, 0xFFFFFFFFLL));
     const auto shift_odd = hn::ShiftRight<32>(shift_pairs);
-    const auto even = hn::MulEven(acc, fixed_multiplier);
-    const auto odd = hn::MulEven(hn::Shuffle2301(acc), hn::Shuffle2301(fixed_multiplier));
+    const auto even = hn::MulEven(acc, ps.fixed_multiplier[v]);
+    const auto odd =
+        hn::MulEven(hn::Shuffle2301(acc), hn::Shuffle2301(ps.fixed_multiplier[v]));
     const auto scaled_even =
         hn::ShiftRight<1>(hn::Add(hn::operator>>(even, hn::Sub(shift_even, one)), one));
     const auto scaled_odd =
@@ -267,50 +279,76 @@ HWY_INLINE VI Requantize(const QOutputStage& s, VI acc, VF scale, VI fixed_multi
     const VI scaled = hn::OddEven(hn::BitCast(di, hn::ShiftLeft<32>(scaled_odd)),
                                   hn::BitCast(di, scaled_even));
     // Clamp before adding the zero point, so that the addition cannot overflow.
-    const VI clamped = hn::Min(hn::Max(scaled, hn::Set(di, s.min - s.zero_point)),
-                               hn::Set(di, s.max - s.zero_point));
-    return hn::Add(clamped, hn::Set(di, s.zero_point));
+    return hn::Add(hn::Min(hn::Max(scaled, ps.low), ps.high), ps.zero_point);
 #else
     return acc;  // unreachable: SCALAR vectors have one lane
 #endif
   }
 }
 
-// Stages 2-3 for row m of a panel: `acc` holds the raw sums (before the zero-point correction).
-HWY_INLINE void StoreRow(const GemmArgs& g, const PanelStage& ps, size_t m,
-                         const VI (&acc)[kStageVecs]) {
+// Stages 2-3 for rows m0 .. m0 + kRows - 1 of a panel: acc[r] holds row r's raw sums (before the
+// zero-point correction). The output type is switched on once per panel of a tile, not per row.
+template <size_t kRows>
+HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
+                          const VI (&acc)[kRows][kStageVecs]) {
   const DI di;
   const DF df;
   const QOutputStage& s = *g.stage;
-  const size_t offset = m * g.ldc + ps.column0;
-  QLAB_UNROLL
-  for (size_t v = 0; v < kStageVecs; ++v) {
-    const size_t lane0 = v * kStageLanes;
-    if (lane0 >= ps.columns) break;
-    const size_t count = ps.columns - lane0;
-    const VI value = hn::Add(acc[v], ps.offset[v]);
-    switch (s.type) {
-      case QOutputType::kS32:
-        StoreFirstLanes(value, di, count, static_cast<int32_t*>(g.c) + offset + lane0);
-        break;
-      case QOutputType::kF32:
+  // Calls f(r, v, value, count, element offset) for every stored vector.
+  const auto for_each = [&](const auto& f) {
+    QLAB_UNROLL
+    for (size_t r = 0; r < kRows; ++r) {
+      const size_t offset = (m0 + r) * g.ldc + ps.column0;
+      QLAB_UNROLL
+      for (size_t v = 0; v < kStageVecs; ++v) {
+        const size_t lane0 = v * kStageLanes;
+        if (lane0 >= ps.columns) break;
+        f(v, hn::Add(acc[r][v], ps.offset[v]), ps.columns - lane0, offset + lane0);
+      }
+    }
+  };
+  const bool fixed = s.requantization == QRequantization::kFixedPoint;
+  switch (s.type) {
+    case QOutputType::kS32:
+      for_each([&](size_t, VI value, size_t count, size_t i) {
+        StoreFirstLanes(value, di, count, static_cast<int32_t*>(g.c) + i);
+      });
+      break;
+    case QOutputType::kF32:
+      for_each([&](size_t v, VI value, size_t count, size_t i) {
         StoreFirstLanes(hn::Mul(hn::ConvertTo(df, value), ps.scale[v]), df, count,
-                        static_cast<float*>(g.c) + offset + lane0);
-        break;
-      case QOutputType::kU8: {
-        const hn::Rebind<uint8_t, DI> d8;
-        const VI q = Requantize(s, value, ps.scale[v], ps.fixed_multiplier[v], ps.shift[v]);
-        StoreFirstLanes(hn::DemoteTo(d8, q), d8, count,
-                        static_cast<uint8_t*>(g.c) + offset + lane0);
-        break;
+                        static_cast<float*>(g.c) + i);
+      });
+      break;
+    case QOutputType::kU8: {
+      const hn::Rebind<uint8_t, DI> d8;
+      if (fixed) {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::DemoteTo(d8, Requantize<false>(ps, v, value)), d8, count,
+                          static_cast<uint8_t*>(g.c) + i);
+        });
+      } else {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::DemoteTo(d8, Requantize<true>(ps, v, value)), d8, count,
+                          static_cast<uint8_t*>(g.c) + i);
+        });
       }
-      case QOutputType::kS8: {
-        const hn::Rebind<int8_t, DI> d8;
-        const VI q = Requantize(s, value, ps.scale[v], ps.fixed_multiplier[v], ps.shift[v]);
-        StoreFirstLanes(hn::DemoteTo(d8, q), d8, count,
-                        static_cast<int8_t*>(g.c) + offset + lane0);
-        break;
+      break;
+    }
+    case QOutputType::kS8: {
+      const hn::Rebind<int8_t, DI> d8;
+      if (fixed) {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::DemoteTo(d8, Requantize<false>(ps, v, value)), d8, count,
+                          static_cast<int8_t*>(g.c) + i);
+        });
+      } else {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::DemoteTo(d8, Requantize<true>(ps, v, value)), d8, count,
+                          static_cast<int8_t*>(g.c) + i);
+        });
       }
+      break;
     }
   }
 }
@@ -319,17 +357,17 @@ HWY_INLINE void StoreRow(const GemmArgs& g, const PanelStage& ps, size_t m,
 HWY_INLINE void StoreRowFromMemory(const GemmArgs& g, const PanelStage& ps, size_t m,
                                    const int32_t* sums) {
   const DI di;
-  VI acc[kStageVecs];
+  VI acc[1][kStageVecs];
   QLAB_UNROLL
-  for (size_t v = 0; v < kStageVecs; ++v) acc[v] = hn::LoadU(di, sums + v * kStageLanes);
-  StoreRow(g, ps, m, acc);
+  for (size_t v = 0; v < kStageVecs; ++v) acc[0][v] = hn::LoadU(di, sums + v * kStageLanes);
+  StoreRows<1>(g, ps, m, acc);
 }
 
 #if HWY_TARGET == HWY_AVX3_DL
 // ---------------------------------------------------------------------------------------------
 // AVX-512 VNNI micro-kernel. Highway 1.0.3's AVX3_DL target string lacks "avx512vnni", so the
 // intrinsic needs this function-level target (see shared/docs/TOOLCHAIN.md).
-constexpr size_t kRowsPerTile = 8;
+constexpr size_t kRowsPerTile = 12;
 constexpr size_t kPanelsPerTile = 2;
 static_assert(kStageVecs == 1, "one zmm of int32 is one panel row");
 
@@ -392,12 +430,10 @@ __attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, 
 
   QLAB_UNROLL
   for (size_t p = 0; p < kPanels; ++p) {
-    const PanelStage ps = LoadPanelStage(g, p0 + p);
+    VI rows_acc[kRows][1];
     QLAB_UNROLL
-    for (size_t r = 0; r < kRows; ++r) {
-      const VI row[1] = {VI{acc[r][p]}};
-      StoreRow(g, ps, m0 + r, row);
-    }
+    for (size_t r = 0; r < kRows; ++r) rows_acc[r][0] = VI{acc[r][p]};
+    StoreRows<kRows>(g, LoadPanelStage(g, p0 + p), m0, rows_acc);
   }
 }
 

@@ -1,0 +1,332 @@
+// int8 convolution benchmarks: kernels/qconv's QConvU8S8_NHWC beside oneDNN 2.6 (Debian's
+// libdnnl, the reference of the "int8 3x3 and 1x1 convs >= 0.8x oneDNN" target) on every
+// distinct conv shape of ResNet18 (and the bottleneck 1x1s of ResNet50) at 224x224, batch 1, with
+// 1 and 2 threads, in one binary and one run. Each row reports GOPS (2 per multiply-accumulate)
+// and the fraction of this machine's int8 peak, measured first in the same process by a VNNI
+// throughput loop (vpdpbusd zmm, 16 independent accumulators per thread). The ratio table at the
+// end compares qlab with oneDNN shape by shape.
+//
+// Both sides do the same work: uint8 NHWC activations with zero point 128, int8 weights (packed /
+// reordered once outside the timed loop, as an operator does at creation), int32 bias,
+// per-channel fp32 requantization to uint8 NHWC with fused ReLU. oneDNN uses OpenMP
+// (omp_set_num_threads), qlab a pthreadpool: the qlab rows are registered before the oneDNN rows
+// so that one runtime's spinning workers do not share the cores with the other's.
+//
+//   bazel run //bench:qconv_benchmark -- --benchmark_repetitions=5
+//       --benchmark_report_aggregates_only=true                        # table (medians)
+//   bazel run //bench:qconv_benchmark -- --benchmark_min_time=0.01      # smoke run
+//   bazel run //bench:qconv_benchmark -- --onednn_max_isa=avx512_core_vnni  # oneDNN without AMX
+//
+// --onednn_max_isa (this binary's own flag, consumed before Google Benchmark's): oneDNN picks the
+// best ISA of the CPU, which on Xeons with AMX is its AMX int8 kernels (tile matrix multiply, far
+// above any AVX-512 VNNI code: the label of each oneDNN row names the kernel). The target
+// is stated for a VNNI-only machine (shared/docs/ANCHORS.md); avx512_core_vnni caps oneDNN at
+// that ISA for a like-for-like comparison. oneDNN allows setting the cap once, before any
+// primitive, hence a flag rather than rows of both kinds in one run.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "bench/ratio_reporter.h"
+#include "benchmark/benchmark.h"
+#include "kernels/qconv/qconv.h"
+#include "kernels/qgemm/qgemm.h"
+#include "kernels/threadpool/threadpool.h"
+#include "oneapi/dnnl/dnnl.hpp"
+
+namespace qlab::kernels {
+namespace {
+
+constexpr uint32_t kSeed = 42;
+constexpr int32_t kInputZeroPoint = 128;
+constexpr int32_t kOutputZeroPoint = 0;  // ReLU output: [0, max] maps to [0, 255]
+
+// One conv layer (torchvision ResNet, 224x224 input), with the input size it sees. Padding is
+// kernel / 2 on every side.
+struct ConvLayer {
+  const char* name;
+  int64_t in_c, out_c, size, kernel, stride;
+  bool target;  // a 3x3 or 1x1 conv of ResNet18: the issue's >= 0.8x oneDNN applies
+  int64_t OutSize() const { return (size + 2 * (kernel / 2) - kernel) / stride + 1; }
+  double Ops() const {
+    const double out = static_cast<double>(OutSize());
+    return 2.0 * out * out * static_cast<double>(out_c * in_c * kernel * kernel);
+  }
+};
+
+// Every distinct conv shape of ResNet18 at batch 1, one line per stage; then ResNet50's
+// bottleneck 1x1 shapes that ResNet18 does not have (its 3x3s are ResNet18's at 1/4 the width).
+const ConvLayer kLayers[] = {
+    {"r18.conv1_7x7s2_3-64_224", 3, 64, 224, 7, 2, false},          // stem
+    {"r18.layer1_3x3_64-64_56", 64, 64, 56, 3, 1, true},            // layer1 (x4)
+    {"r18.layer2.0_3x3s2_64-128_56", 64, 128, 56, 3, 2, true},      // layer2 entry
+    {"r18.layer2_3x3_128-128_28", 128, 128, 28, 3, 1, true},        // layer2 (x3)
+    {"r18.layer2.0.ds_1x1s2_64-128_56", 64, 128, 56, 1, 2, true},   // layer2 downsample
+    {"r18.layer3.0_3x3s2_128-256_28", 128, 256, 28, 3, 2, true},    // layer3 entry
+    {"r18.layer3_3x3_256-256_14", 256, 256, 14, 3, 1, true},        // layer3 (x3)
+    {"r18.layer3.0.ds_1x1s2_128-256_28", 128, 256, 28, 1, 2, true}, // layer3 downsample
+    {"r18.layer4.0_3x3s2_256-512_14", 256, 512, 14, 3, 2, true},    // layer4 entry
+    {"r18.layer4_3x3_512-512_7", 512, 512, 7, 3, 1, true},          // layer4 (x3)
+    {"r18.layer4.0.ds_1x1s2_256-512_14", 256, 512, 14, 1, 2, true}, // layer4 downsample
+    {"r50.layer1_1x1_64-256_56", 64, 256, 56, 1, 1, false},         // layer1 expand
+    {"r50.layer1_1x1_256-64_56", 256, 64, 56, 1, 1, false},         // layer1 reduce
+    {"r50.layer2_1x1_512-128_28", 512, 128, 28, 1, 1, false},       // layer2 reduce
+    {"r50.layer3_1x1_1024-256_14", 1024, 256, 14, 1, 1, false},     // layer3 reduce
+    {"r50.layer4_1x1_2048-512_7", 2048, 512, 7, 1, 1, false},       // layer4 reduce
+    {"r50.layer4_1x1_512-2048_7", 512, 2048, 7, 1, 1, false},       // layer4 expand
+};
+
+// --- Peak: VNNI throughput -------------------------------------------------------------------
+// Measured once in main() before any benchmark; rows divide by it.
+double g_peak_gops[3] = {0, 0, 0};  // by thread count
+
+#if defined(__x86_64__)
+// 16 independent chains of zmm vpdpbusd (64 multiply-accumulates each): enough to cover the
+// instruction's latency on both of this core's VNNI pipes. Returns a value the caller consumes
+// so that the loop is not removed.
+__attribute__((target("avx512f,avx512vnni"), noinline)) int32_t VnniLoop(int64_t iterations) {
+  constexpr int kChains = 16;
+  __m512i acc[kChains];
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm512_set1_epi32(j);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-5);
+  for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < kChains; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  __m512i sum = acc[0];
+  for (int j = 1; j < kChains; ++j) sum = _mm512_add_epi32(sum, acc[j]);
+  alignas(64) int32_t lanes[16];
+  _mm512_store_si512(lanes, sum);
+  int32_t total = 0;
+  for (int32_t lane : lanes) total += lane;  // wraps harmlessly: only consumed, never checked
+  return total;
+}
+constexpr double kOpsPerIteration = 16 * 64 * 2;
+#endif
+
+double MeasurePeakGops(int threads) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx512vnni")) return 0.0;
+  ThreadPool pool(static_cast<size_t>(threads));
+  constexpr int64_t kIterations = 20'000'000;
+  std::vector<int32_t> sinks(static_cast<size_t>(threads));
+  const auto run = [&] {
+    pool.ParallelFor(static_cast<size_t>(threads),
+                     [&](size_t t) { sinks[t] = VnniLoop(kIterations); });
+  };
+  run();  // warm-up: clocks ramp up, workers start
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, kOpsPerIteration * kIterations * threads / seconds * 1e-9);
+  }
+  benchmark::DoNotOptimize(sinks.data());
+  return best;
+#else
+  (void)threads;
+  return 0.0;
+#endif
+}
+
+void ReportRates(benchmark::State& state, double ops, int threads) {
+  const double gops = ops * 1e-9;
+  state.counters["GOPS"] =
+      benchmark::Counter(gops * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+  // Fraction of the measured peak at this thread count: GOPS / peak, as a rate too.
+  if (g_peak_gops[threads] > 0) {
+    state.counters["peak"] = benchmark::Counter(
+        gops / g_peak_gops[threads] * static_cast<double>(state.iterations()),
+        benchmark::Counter::kIsRate);
+  }
+}
+
+struct LayerData {
+  std::vector<uint8_t> input;
+  std::vector<int8_t> weights_ohwi;
+  std::vector<int32_t> bias;
+  std::vector<float> multipliers;
+};
+
+LayerData MakeData(const ConvLayer& layer) {
+  std::mt19937 rng(kSeed);
+  std::uniform_int_distribution<int> u8(0, 255), s8(-127, 127), bias(-5000, 5000);
+  LayerData d;
+  d.input.resize(static_cast<size_t>(layer.size * layer.size * layer.in_c));
+  for (uint8_t& v : d.input) v = static_cast<uint8_t>(u8(rng));
+  d.weights_ohwi.resize(
+      static_cast<size_t>(layer.out_c * layer.kernel * layer.kernel * layer.in_c));
+  for (int8_t& v : d.weights_ohwi) v = static_cast<int8_t>(s8(rng));
+  d.bias.resize(static_cast<size_t>(layer.out_c));
+  for (int32_t& v : d.bias) v = bias(rng);
+  std::uniform_real_distribution<float> mult(0.5e-4f, 2e-4f);
+  d.multipliers.resize(static_cast<size_t>(layer.out_c));
+  for (float& v : d.multipliers) v = mult(rng);
+  return d;
+}
+
+// --- qlab ------------------------------------------------------------------------------------
+void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
+  const LayerData d = MakeData(layer);
+  QConvShape shape;
+  shape.input_height = shape.input_width = static_cast<size_t>(layer.size);
+  shape.input_channels = static_cast<size_t>(layer.in_c);
+  shape.output_channels = static_cast<size_t>(layer.out_c);
+  shape.kernel_height = shape.kernel_width = static_cast<size_t>(layer.kernel);
+  shape.stride_height = shape.stride_width = static_cast<size_t>(layer.stride);
+  shape.padding_top = shape.padding_left = shape.padding_bottom = shape.padding_right =
+      static_cast<size_t>(layer.kernel / 2);
+  QConvOutput out;
+  out.type = QOutputType::kU8;
+  out.multipliers = d.multipliers;
+  out.zero_point = kOutputZeroPoint;
+  out.min = kOutputZeroPoint;  // fused ReLU
+  out.max = 255;
+  auto conv = QConvU8S8_NHWC::Create(shape, kInputZeroPoint, d.weights_ohwi.data(),
+                                     d.bias.data(), out);
+  if (!conv.ok()) {
+    state.SkipWithError(conv.status().ToString().c_str());
+    return;
+  }
+  ThreadPool pool(static_cast<size_t>(threads));
+  std::vector<uint8_t> output(static_cast<size_t>(layer.OutSize() * layer.OutSize() *
+                                                  layer.out_c));
+  state.SetLabel(QGemmKernelsTargetName());
+  for (auto _ : state) {
+    conv->Run(d.input.data(), output.data(), &pool);
+    benchmark::ClobberMemory();
+  }
+  ReportRates(state, layer.Ops(), threads);
+}
+
+// --- oneDNN ----------------------------------------------------------------------------------
+void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
+  using dnnl::memory;
+  omp_set_num_threads(threads);
+  const LayerData d = MakeData(layer);
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const int64_t out = layer.OutSize(), pad = layer.kernel / 2;
+  const memory::dims src_dims = {1, layer.in_c, layer.size, layer.size};
+  const memory::dims weight_dims = {layer.out_c, layer.in_c, layer.kernel, layer.kernel};
+  const memory::dims bias_dims = {layer.out_c};
+  const memory::dims dst_dims = {1, layer.out_c, out, out};
+  const memory::desc src_md(src_dims, memory::data_type::u8, memory::format_tag::nhwc);
+  const memory::desc dst_md(dst_dims, memory::data_type::u8, memory::format_tag::nhwc);
+  const memory::desc bias_md(bias_dims, memory::data_type::s32, memory::format_tag::a);
+  // oneDNN chooses its blocked weight layout; the OHWI weights are reordered once below.
+  const memory::desc weight_any(weight_dims, memory::data_type::s8, memory::format_tag::any);
+  const dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
+      weight_any, bias_md, dst_md, {layer.stride, layer.stride}, {pad, pad}, {pad, pad});
+  dnnl::primitive_attr attr;
+  attr.set_output_scales(/*mask=*/1 << 1, d.multipliers);  // per output channel
+  attr.set_zero_points(DNNL_ARG_SRC, /*mask=*/0, {kInputZeroPoint});
+  dnnl::post_ops ops;
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  attr.set_post_ops(ops);
+  const dnnl::convolution_forward::primitive_desc pd(desc, attr, engine);
+
+  memory src(src_md, engine, const_cast<uint8_t*>(d.input.data()));
+  memory bias_mem(bias_md, engine, const_cast<int32_t*>(d.bias.data()));
+  memory dst(dst_md, engine);
+  // OHWI is oneDNN's "ohwi" tag for dims {O, I, H, W}.
+  memory weight_ohwi({weight_dims, memory::data_type::s8, memory::format_tag::ohwi}, engine,
+                     const_cast<int8_t*>(d.weights_ohwi.data()));
+  memory weight_mem(pd.weights_desc(), engine);
+  dnnl::reorder(weight_ohwi, weight_mem).execute(stream, weight_ohwi, weight_mem);
+  stream.wait();
+  dnnl::convolution_forward conv(pd);
+  state.SetLabel(pd.impl_info_str());
+  for (auto _ : state) {
+    conv.execute(stream, {{DNNL_ARG_SRC, src},
+                          {DNNL_ARG_WEIGHTS, weight_mem},
+                          {DNNL_ARG_BIAS, bias_mem},
+                          {DNNL_ARG_DST, dst}});
+    stream.wait();
+  }
+  ReportRates(state, layer.Ops(), threads);
+}
+
+void PeakBenchmark(benchmark::State& state, int threads) {
+  for (auto _ : state) benchmark::DoNotOptimize(g_peak_gops[threads]);
+  state.counters["GOPS"] = g_peak_gops[threads];
+  state.SetLabel("measured at start-up, vpdpbusd zmm loop");
+}
+
+std::string RowName(const char* system, const ConvLayer& layer, int threads) {
+  return std::string(system) + "/" + layer.name + "/threads:" + std::to_string(threads);
+}
+
+void RegisterAll(bench::RatioReporter& reporter) {
+  for (int threads : {1, 2}) {
+    benchmark::RegisterBenchmark(("vnni_peak/threads:" + std::to_string(threads)).c_str(),
+                                 PeakBenchmark, threads)
+        ->Iterations(1);
+  }
+  for (const char* system : {"qlab", "onednn"}) {
+    for (const ConvLayer& layer : kLayers) {
+      for (int threads : {1, 2}) {
+        const auto fn = std::string(system) == "qlab" ? QlabConv : OnednnConv;
+        benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), fn, layer, threads)
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  for (const ConvLayer& layer : kLayers) {
+    for (int threads : {1, 2}) {
+      // The target: ResNet18's 3x3 and 1x1 int8 convs at 2 threads >= 0.8x oneDNN.
+      const bool target = layer.target && threads == 2;
+      reporter.AddComparison(RowName("onednn", layer, threads) + "/real_time",
+                             RowName("qlab", layer, threads) + "/real_time", target ? 0.8 : 0.0,
+                             std::string(target ? "TARGET " : "info: ") + layer.name + ", " +
+                                 std::to_string(threads) + "T");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qlab::kernels
+
+int main(int argc, char** argv) {
+  using namespace qlab::kernels;
+  const std::string kIsaFlag = "--onednn_max_isa=";
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind(kIsaFlag, 0) != 0) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    const std::string isa = arg.substr(kIsaFlag.size());
+    if (isa == "avx512_core_vnni") {
+      dnnl::set_max_cpu_isa(dnnl::cpu_isa::avx512_core_vnni);
+    } else if (isa != "all") {
+      std::fprintf(stderr, "--onednn_max_isa: want all or avx512_core_vnni, got %s\n",
+                   isa.c_str());
+      return 1;
+    }
+  }
+  argc = kept;
+  g_peak_gops[1] = MeasurePeakGops(1);
+  g_peak_gops[2] = MeasurePeakGops(2);
+  qlab::bench::RatioReporter reporter;
+  RegisterAll(reporter);
+  return qlab::bench::RunBenchmarksWithRatios(argc, argv, reporter);
+}
