@@ -33,7 +33,9 @@
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_gemm.h"
 #include "kernels/fp32/fp32_pool.h"
+#include "kernels/quantize/quantize.h"
 #include "quant/graph/fold_batch_norm.h"
+#include "quant/graph/fold_dequantized_parameters.h"
 
 namespace qlab {
 namespace {
@@ -54,6 +56,7 @@ enum class StepKind : uint8_t {
   kStridedSlice,
   kChannelPad,
   kCat,
+  kFakeQuantize,  // a per-tensor quantize -> dequantize pair of the Q/DQ reference model
 };
 
 // Per-sample shape of a value: rank 4 values are NHWC {h, w, c}; rank 2 values {features}.
@@ -76,6 +79,7 @@ struct Step {
   std::vector<float> scale, shift;     // affine
   StridedSliceAttrs slice;             // NCHW axes
   ChannelPadAttrs channel_pad;
+  kernels::AffineParams fake_quant{1.0f, 0, 0, 0};  // kFakeQuantize
 };
 
 absl::Status NodeError(const Node& node, absl::string_view message) {
@@ -360,6 +364,25 @@ absl::Status Fp32Engine::Impl::CompileNode(const Node& node,
       step.channel_pad = node.attr<ChannelPadAttrs>();
       break;
     }
+    case OpKind::kQuantize: {
+      // Only as the first half of a static per-tensor quantize -> dequantize pair: the pair is
+      // one fake-quantize step, bit-identical to quantizing then dequantizing.
+      const QuantizeAttrs& q = node.attr<QuantizeAttrs>();
+      const NodeId user = SoleUser(graph, node.id);
+      if (q.dynamic || IsPerChannel(q.params.qscheme) || user == kNoNode ||
+          graph.node(user).op != OpKind::kDequantize) {
+        return NodeError(node, "the FP32 engine runs quantize only as a static per-tensor "
+                               "quantize -> dequantize pair (fake quantization)");
+      }
+      QLAB_ASSIGN_OR_RETURN(NodeId x, activation(0));
+      step.inputs = {x};
+      step.kind = StepKind::kFakeQuantize;
+      step.fake_quant = {q.params.scales[0], q.params.zero_points[0], q.params.quant_min,
+                         q.params.quant_max};
+      step.output = user;
+      fused.insert(user);
+      break;
+    }
     case OpKind::kCat: {
       if (node.attr<CatAttrs>().axis != 1) return NodeError(node, "only axis 1 is supported");
       for (int i = 0; i < static_cast<int>(node.inputs.size()); ++i) {
@@ -377,6 +400,9 @@ absl::Status Fp32Engine::Impl::CompileNode(const Node& node,
 }
 
 absl::Status Fp32Engine::Impl::Compile(int threads) {
+  // A converted (Q/DQ) model: its quantized weights and biases become the float values they
+  // stand for, so conv/linear see float parameters again.
+  QLAB_RETURN_IF_ERROR(FoldDequantizedParameters(graph).status());
   QLAB_RETURN_IF_ERROR(FoldBatchNorm(graph).status());
   const std::vector<NodeId> inputs = graph.inputs();
   if (inputs.size() != 1) {
@@ -505,6 +531,9 @@ void Fp32Engine::Impl::Execute(Step& step, int64_t batch) {
     case StepKind::kAffine:
       kernels::Fp32ChannelAffine(x, n * in.PerSample() / in.c, in.c, step.scale.data(),
                                  step.shift.data(), step.relu, out, pool);
+      break;
+    case StepKind::kFakeQuantize:
+      kernels::FakeQuantize(x, n * in.PerSample(), step.fake_quant, out, /*mask=*/nullptr);
       break;
     case StepKind::kSigmoid:
       // As the interpreter writes it.

@@ -17,7 +17,10 @@
 // Ops: conv2d (groups 1), linear, batch_norm (folded, or a per-channel affine when it does not
 // follow a conv/linear), relu, add, max_pool2d, avg_pool2d, adaptive_avg_pool2d to 1x1, flatten
 // (start_dim 1), cat and channel_pad on channels, strided_slice on the spatial and channel axes
-// (the option-A shortcut), sigmoid, identity. Anything else (quantization ops, grouped convs,
+// (the option-A shortcut), sigmoid, identity; and convert's Q/DQ reference model: dequantized
+// integer parameters are folded into float ones and each static per-tensor quantize ->
+// dequantize pair runs as one fake-quantize step, so fake-quant accuracy is evaluated at engine
+// speed. Anything else (dynamic or per-channel activation quantization, grouped convs,
 // batch-axis slicing) is InvalidArgument naming the node. One graph input (rank 4 NCHW, or rank
 // 2 [N, features]).
 //
