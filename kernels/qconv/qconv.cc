@@ -20,10 +20,12 @@
 namespace qlab::kernels {
 namespace {
 
-// Output pixels per tile: 8 VNNI row tiles. Small enough that two threads get enough tiles to
+// Output pixels per tile: at most 8 VNNI row tiles of 12. Small enough that two threads get enough tiles to
 // balance on the 7x7 and 14x14 layers when combined with the channel split below, large enough
 // that the per-tile setup (indirection pointers, the stage's per-panel parameters) is noise.
 constexpr size_t kTileRows = 96;
+// Blocks are cut in multiples of the VNNI tile's 12 rows where possible.
+constexpr size_t kRowTileMultiple = 12;
 
 absl::Status CheckOutputArray(size_t size, size_t channels, const char* name) {
   if (size != 1 && size != channels) {
@@ -192,7 +194,11 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   // channels are split (in pairs of panels, the VNNI tile width) until there are about 8 tiles
   // per thread, so that the deep, narrow layers (7x7 pixels, 512 channels) keep both cores busy.
   const size_t threads = pool != nullptr ? pool->threads() : 1;
+  // Blocks of at most kTileRows pixels, of (nearly) equal sizes in whole VNNI row tiles.
   const size_t row_blocks = (m + kTileRows - 1) / kTileRows;
+  const size_t block_rows =
+      ((m + row_blocks - 1) / row_blocks + kRowTileMultiple - 1) / kRowTileMultiple *
+      kRowTileMultiple;
   const size_t panel_pairs = (packed_.panels + 1) / 2;
   size_t channel_splits = 1;
   if (threads > 1) {
@@ -216,8 +222,9 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   auto run_tile = [&](size_t tile) {
     const size_t block = tile / channel_splits;
     const size_t split = tile % channel_splits;
-    const size_t m0 = block * kTileRows;
-    const size_t rows = std::min(kTileRows, m - m0);
+    const size_t m0 = block * block_rows;
+    if (m0 >= m) return;  // rounding block_rows up can leave the last block empty
+    const size_t rows = std::min(block_rows, m - m0);
     const size_t panel_begin = split * pairs_per_split * 2;
     const size_t panel_end = std::min(packed_.panels, panel_begin + pairs_per_split * 2);
 

@@ -559,20 +559,25 @@ HWY_INLINE void TileUpToRows(size_t rows, const GemmArgs& g, size_t m0, size_t p
 }
 
 // Panels outer, rows inner: a tile's panels (2 x 16 columns x K bytes, <= 147 KiB at K = 4608)
-// stay in L2 while every row block of A streams past them.
+// stay in L2 while every row block of A streams past them. M is cut into the fewest tiles of at
+// most kRowsPerTile rows, of sizes differing by at most one (49 rows: 10, 10, 10, 10, 9 rather
+// than 12, 12, 12, 12, 1: a one-row tile would run at a fraction of the speed).
 template <bool kFlipSign>
 void GemmImpl(const GemmArgs& g) {
+  const size_t row_tiles = (g.m + kRowsPerTile - 1) / kRowsPerTile;
+  const size_t base_rows = row_tiles != 0 ? g.m / row_tiles : 0;
+  const size_t longer_tiles = row_tiles != 0 ? g.m % row_tiles : 0;  // these get one more row
   for (size_t p0 = g.panel_begin; p0 < g.panel_end; p0 += kPanelsPerTile) {
     const size_t panels = std::min(kPanelsPerTile, g.panel_end - p0);
-    for (size_t m0 = 0; m0 < g.m; m0 += kRowsPerTile) {
-      const size_t rows = std::min(kRowsPerTile, g.m - m0);
-      if constexpr (kPanelsPerTile > 1) {
-        if (panels < kPanelsPerTile) {
-          TileUpToRows<kRowsPerTile, 1, kFlipSign>(rows, g, m0, p0);
-          continue;
-        }
+    size_t m0 = 0;
+    for (size_t tile = 0; tile < row_tiles; ++tile) {
+      const size_t rows = base_rows + (tile < longer_tiles ? 1 : 0);
+      if (kPanelsPerTile > 1 && panels < kPanelsPerTile) {
+        TileUpToRows<kRowsPerTile, 1, kFlipSign>(rows, g, m0, p0);  // the odd last panel
+      } else {
+        TileUpToRows<kRowsPerTile, kPanelsPerTile, kFlipSign>(rows, g, m0, p0);
       }
-      TileUpToRows<kRowsPerTile, kPanelsPerTile, kFlipSign>(rows, g, m0, p0);
+      m0 += rows;
     }
   }
 }
