@@ -9,6 +9,7 @@
 // Prints top-1/top-5 and, with --out, writes a JSON record (config, weights sha256, image-list
 // digest, git commit, machine, results).
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
+#include "engine/fp32_engine.h"
 #include "experiments/provenance.h"
 #include "experiments/record_io.h"
 #include "models/data/batch_loader.h"
@@ -37,6 +39,9 @@ ABSL_FLAG(std::string, weights, "",
 ABSL_FLAG(int64_t, limit, 0, "evaluate the first N images only (0: all)");
 ABSL_FLAG(int, batch_size, 100, "images per batch");
 ABSL_FLAG(std::string, out, "", "write the JSON record here (refuses to overwrite)");
+ABSL_FLAG(std::string, engine, "fast",
+          "fast (FP32 engine on kernels/fp32) or reference (the plain-loop interpreter)");
+ABSL_FLAG(int, threads, 2, "threads of the fast engine");
 
 namespace qlab {
 namespace {
@@ -92,11 +97,22 @@ absl::Status Main() {
   if (limit > 0 && limit < static_cast<int64_t>(order.size())) order.resize(limit);
   const std::string image_digest = ImageListDigest(*dataset, order);
 
-  // The float reference interpreter: the fast FP32 engine replaces it when it lands (issue 6).
-  const BatchRunner runner = [&model](const Tensor& images) -> absl::StatusOr<Tensor> {
-    QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(model, {images}));
-    return r.outputs[0];
-  };
+  const std::string engine_name = absl::GetFlag(FLAGS_engine);
+  BatchRunner runner;
+  if (engine_name == "reference") {
+    runner = [&model](const Tensor& images) -> absl::StatusOr<Tensor> {
+      QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(model, {images}));
+      return r.outputs[0];
+    };
+  } else if (engine_name == "fast") {
+    QLAB_ASSIGN_OR_RETURN(Fp32Engine compiled,
+                          Fp32Engine::Create(model, absl::GetFlag(FLAGS_threads)));
+    auto engine = std::make_shared<Fp32Engine>(std::move(compiled));
+    runner = [engine](const Tensor& images) { return engine->Run(images); };
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--engine=", engine_name,
+                                                   ": expected fast or reference"));
+  }
   EvalOptions eval_options;
   eval_options.batch_size = absl::GetFlag(FLAGS_batch_size);
   eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
@@ -114,7 +130,8 @@ absl::Status Main() {
           {"weights", weights_path},
           {"limit", limit},
           {"batch_size", absl::GetFlag(FLAGS_batch_size)},
-          {"engine", "reference"}}},
+          {"engine", engine_name},
+          {"threads", absl::GetFlag(FLAGS_threads)}}},
         {"inputs",
          {{"weights_sha256", weights_sha256},
           {"weights_format", weights.format},

@@ -15,6 +15,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
+#include "engine/fp32_engine.h"
 #include "experiments/provenance.h"
 #include "models/data/batch_loader.h"
 #include "models/data/data_root.h"
@@ -53,6 +54,13 @@ absl::Status ValidateConfig(const PtqConfig& c) {
   }
   if (c.batch_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size must be > 0, got ", c.batch_size));
+  }
+  if (c.engine != "fast" && c.engine != "reference") {
+    return absl::InvalidArgumentError(absl::StrCat("engine \"", c.engine,
+                                                   "\": expected fast or reference"));
+  }
+  if (c.threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be >= 1, got ", c.threads));
   }
   if (c.timing_runs < 0) {
     return absl::InvalidArgumentError(absl::StrCat("timing_runs must be >= 0, got ",
@@ -143,11 +151,18 @@ absl::StatusOr<nlohmann::json> TimeRunner(const BatchRunner& runner, int64_t bat
                         {"p90_ms", at(0.9)}};
 }
 
-BatchRunner GraphRunner(const Graph& graph) {
-  return [&graph](const Tensor& images) -> absl::StatusOr<Tensor> {
-    QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(graph, {images}));
-    return r.outputs[0];
-  };
+// `graph` on the configured engine. The FP32 engine is compiled once and shared by the calls
+// (it is not thread-safe, and Evaluate calls the runner from one thread).
+absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& config) {
+  if (config.engine == "reference") {
+    return BatchRunner([&graph](const Tensor& images) -> absl::StatusOr<Tensor> {
+      QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(graph, {images}));
+      return r.outputs[0];
+    });
+  }
+  QLAB_ASSIGN_OR_RETURN(Fp32Engine engine, Fp32Engine::Create(graph, config.threads));
+  auto shared = std::make_shared<Fp32Engine>(std::move(engine));
+  return BatchRunner([shared](const Tensor& images) { return shared->Run(images); });
 }
 
 }  // namespace
@@ -162,7 +177,9 @@ nlohmann::json PtqConfig::ToJson() const {
                         {"calib_seed", calib_seed},
                         {"eval_images", eval_images},
                         {"batch_size", batch_size},
-                        {"timing_runs", timing_runs}};
+                        {"timing_runs", timing_runs},
+                        {"engine", engine},
+                        {"threads", threads}};
 }
 
 absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
@@ -262,12 +279,13 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   eval_options.batch_size = resolved.batch_size;
   eval_options.show_progress = resolved.show_progress;
   eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
+  QLAB_ASSIGN_OR_RETURN(const BatchRunner fp32_runner, MakeRunner(model, resolved));
+  QLAB_ASSIGN_OR_RETURN(const BatchRunner fake_quant_runner, MakeRunner(converted, resolved));
   QLAB_ASSIGN_OR_RETURN(const EvalResult fp32, Evaluate(eval_set, eval_order, *transform,
-                                                        GraphRunner(model), eval_options));
+                                                        fp32_runner, eval_options));
   eval_options.label = absl::StrCat("eval ", spec.name, " fake-quant");
-  QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant,
-                        Evaluate(eval_set, eval_order, *transform, GraphRunner(converted),
-                                 eval_options));
+  QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant, Evaluate(eval_set, eval_order, *transform,
+                                                              fake_quant_runner, eval_options));
   QLAB_ASSIGN_OR_RETURN(const double agreement, PredictionAgreement(fp32, fake_quant));
 
   nlohmann::json timing = {{"calibration_seconds", calib_seconds},
@@ -275,9 +293,9 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
                            {"fake_quant_eval_seconds", fake_quant.seconds}};
   if (resolved.timing_runs > 0) {
     for (const int64_t batch : {int64_t{1}, int64_t{32}}) {
-      QLAB_ASSIGN_OR_RETURN(timing["fp32_reference_batch" + std::to_string(batch)],
-                            TimeRunner(GraphRunner(model), batch, spec.image_size,
-                                       resolved.timing_runs));
+      QLAB_ASSIGN_OR_RETURN(
+          timing[absl::StrCat("fp32_", resolved.engine, "_batch", batch)],
+          TimeRunner(fp32_runner, batch, spec.image_size, resolved.timing_runs));
     }
   }
   struct rusage usage;

@@ -39,6 +39,10 @@ struct PtqConfig {
   int64_t eval_images = 0;  // 0: the whole test set
   int batch_size = 100;
   int timing_runs = 20;  // per engine and batch size, after warm-up; 0 skips timing
+  // "fast": FP32 and fake-quant on the FP32 engine (kernels/fp32, `threads` threads);
+  // "reference": both on the plain-loop interpreter (slow; the oracle, for cross-checks).
+  std::string engine = "fast";
+  int threads = 2;
   bool show_progress = true;
 
   nlohmann::json ToJson() const;

@@ -39,6 +39,9 @@ ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
 ABSL_FLAG(int64_t, eval_images, 0, "evaluate on the first N test images (0: all)");
 ABSL_FLAG(int, batch_size, 100, "images per batch");
 ABSL_FLAG(int, timing_runs, 20, "timed runs per engine and batch size (0: no timing)");
+ABSL_FLAG(std::string, engine, "fast",
+          "fast (FP32 engine on kernels/fp32) or reference (the plain-loop interpreter)");
+ABSL_FLAG(int, threads, 2, "threads of the fast engine");
 ABSL_FLAG(std::string, out, "results/ptq",
           "output folder (relative paths are under the workspace when run with bazel run)");
 ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
@@ -71,6 +74,8 @@ absl::Status Main() {
     config.eval_images = absl::GetFlag(FLAGS_eval_images);
     config.batch_size = absl::GetFlag(FLAGS_batch_size);
     config.timing_runs = absl::GetFlag(FLAGS_timing_runs);
+    config.engine = absl::GetFlag(FLAGS_engine);
+    config.threads = absl::GetFlag(FLAGS_threads);
     const std::string record_path = absl::StrCat(out, "/", model, ".json");
     if (!absl::GetFlag(FLAGS_overwrite) && FileExists(record_path)) {
       return absl::AlreadyExistsError(absl::StrCat(
