@@ -18,6 +18,9 @@ exercises qlab's reader on files it did not write.
       "random_input"/"random_logits" (seeded randn, batch 4) and "image_input"/"image_logits"/
       "image_label" for the first test image of every class in labels.csv order (PIL decode,
       ToTensor, Normalize as the data README states).
+  resnet_torch.py accuracy <data_root> <out_dir> <name>...
+      The same models on all 10,000 CIFAR-10 test images in labels.csv order: writes
+      <name>.predictions.txt (one top-1 class per line) for tests/cifar_accuracy_conformance_test.
 """
 import csv
 import json
@@ -194,12 +197,37 @@ def run_pretrained(data_root, out_dir, names):
         })
 
 
+def run_accuracy(data_root, out_dir, names):
+    transform = torchvision.transforms.Compose([
+        torchvision.transforms.ToTensor(),
+        torchvision.transforms.Normalize(MEAN, STD),
+    ])
+    root = os.path.join(data_root, "cifar10-test-png")
+    with open(os.path.join(root, "labels.csv")) as f:
+        files = [os.path.join(root, "test", row["file"]) for row in csv.DictReader(f)]
+    images = torch.stack([transform(Image.open(p).convert("RGB")) for p in files])
+    for name in names:
+        model = CifarResNetA(DEPTH_N[name])
+        weights = read_safetensors(os.path.join(data_root, "cifar10-resnet-akamaster", name + ".safetensors"))
+        model.load_state_dict(weights, strict=True)
+        model.eval()
+        predictions = []
+        with torch.no_grad():
+            for start in range(0, len(images), 500):
+                predictions += model(images[start:start + 500]).argmax(dim=1).tolist()
+        with open(os.path.join(out_dir, name + ".predictions.txt"), "w") as f:
+            f.write("".join("%d\n" % p for p in predictions))
+
+
 def main():
     torch.set_num_threads(1)  # deterministic summation order across runs
     if len(sys.argv) == 3 and sys.argv[1] == "random":
         run_random(sys.argv[2])
     elif len(sys.argv) >= 5 and sys.argv[1] == "pretrained":
         run_pretrained(sys.argv[2], sys.argv[3], sys.argv[4:])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "accuracy":
+        torch.set_num_threads(2)  # 10,000 images: both cores (argmax is order-insensitive enough)
+        run_accuracy(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         sys.exit(__doc__)
 
