@@ -231,11 +231,17 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
     TileScratch& scratch = tile_scratch;
     scratch.indirection.resize(rows * taps);
     if (gather) scratch.rows.resize(rows * k);
-    for (size_t r = 0; r < rows; ++r) {
-      const size_t pixel = m0 + r;
-      const size_t ox = pixel % out_w;
-      const size_t oy = (pixel / out_w) % out_h;
-      const size_t b = pixel / (out_w * out_h);
+    // Output coordinates of pixel m0, then stepped along (no divisions per row: at K = 64 they
+    // would cost as much as the row's multiply-adds).
+    size_t ox = m0 % out_w, oy = (m0 / out_w) % out_h, b = m0 / (out_w * out_h);
+    for (size_t r = 0; r < rows; ++r, ++ox) {
+      if (ox == out_w) {
+        ox = 0;
+        if (++oy == out_h) {
+          oy = 0;
+          ++b;
+        }
+      }
       const uint8_t* image = input + b * s.input_height * s.input_width * cin;
       // Input coordinates of tap (0, 0), offset by the padding so that they stay unsigned.
       const size_t iy0 = oy * s.stride_height, ix0 = ox * s.stride_width;
