@@ -22,7 +22,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "engine/fp32_engine.h"
 #include "models/resnet.h"
+#include "models/weights.h"
 #include "models/safetensors.h"
 #include "models/testing/logits.h"
 #include "quant/graph/interpreter.h"
@@ -49,23 +51,35 @@ class ResNetConformanceTest : public ::testing::Test {
   void Check(const std::string& name) {
     ASSERT_TRUE(python_ok_) << "resnet_torch.py failed: is python3-torch installed "
                                "(tools/setup.sh)?";
-    absl::StatusOr<LoadedSafetensors> weights =
-        LoadSafetensors(absl::StrCat(OutDir(), "/", name, ".weights.safetensors"));
-    ASSERT_TRUE(weights.ok()) << weights.status();
     absl::StatusOr<LoadedSafetensors> io =
         LoadSafetensors(absl::StrCat(OutDir(), "/", name, ".io.safetensors"));
     ASSERT_TRUE(io.ok()) << io.status();
-    absl::StatusOr<Graph> model = BuildResNet(*ModelByName(name), weights->tensors);
-    ASSERT_TRUE(model.ok()) << model.status();
-    absl::StatusOr<RunResult> run = RunGraph(*model, {io->tensors.at("input")});
-    ASSERT_TRUE(run.ok()) << run.status();
-    const testing::LogitsComparison c =
-        testing::CompareLogits(run->outputs[0], io->tensors.at("logits"), kTolerance);
-    std::cout << name << ": " << c.summary << "\n";
-    EXPECT_LE(c.relative, kTolerance) << name << ": " << c.summary;
-    EXPECT_EQ(c.argmax_mismatches, 0) << name << ": " << c.summary;
-    // Sanity of the reference itself: random-init logits are not all zero.
-    EXPECT_GT(c.max_abs_reference, 0.0);
+    const Tensor& input = io->tensors.at("input");
+    const Tensor& reference = io->tensors.at("logits");
+    // The same state_dict through both weight formats (torch.save's zip via the restricted
+    // unpickler, and safetensors), each run by the reference interpreter and the FP32 engine.
+    for (const char* file : {".weights.safetensors", ".pth"}) {
+      SCOPED_TRACE(file);
+      absl::StatusOr<LoadedWeights> weights = LoadWeights(absl::StrCat(OutDir(), "/", name, file));
+      ASSERT_TRUE(weights.ok()) << weights.status();
+      absl::StatusOr<Graph> model = BuildResNet(*ModelByName(name), weights->tensors);
+      ASSERT_TRUE(model.ok()) << model.status();
+      absl::StatusOr<RunResult> run = RunGraph(*model, {input});
+      ASSERT_TRUE(run.ok()) << run.status();
+      absl::StatusOr<Fp32Engine> engine = Fp32Engine::Create(*model, 2);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      absl::StatusOr<Tensor> fast = engine->Run(input);
+      ASSERT_TRUE(fast.ok()) << fast.status();
+      for (const Tensor* logits : {&run->outputs[0], &*fast}) {
+        const testing::LogitsComparison c = testing::CompareLogits(*logits, reference, kTolerance);
+        std::cout << name << file << (logits == &*fast ? " engine: " : " interpreter: ")
+                  << c.summary << "\n";
+        EXPECT_LE(c.relative, kTolerance) << name << ": " << c.summary;
+        EXPECT_EQ(c.argmax_mismatches, 0) << name << ": " << c.summary;
+        // Sanity of the reference itself: random-init logits are not all zero.
+        EXPECT_GT(c.max_abs_reference, 0.0);
+      }
+    }
   }
 
   static bool python_ok_;

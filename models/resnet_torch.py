@@ -11,7 +11,8 @@ exercises qlab's reader on files it did not write.
       batch-norm affine parameters and running statistics also randomized (PyTorch's defaults
       would make every BN an identity and hide a swapped mean/var). Writes
       <name>.weights.safetensors (the state_dict, num_batches_tracked included, as I64) and
-      <name>.io.safetensors ("input" from a seeded randn, "logits" in eval mode).
+      <name>.io.safetensors ("input" from a seeded randn, "logits" in eval mode); the same
+      state_dict also as <name>.pth through torch.save.
   resnet_torch.py pretrained <data_root> <out_dir> <name>...
       He et al. CIFAR ResNets (akamaster's definition, re-implemented below) loaded strictly from
       <data_root>/cifar10-resnet-akamaster/<name>.safetensors; <name>.io.safetensors holds
@@ -109,6 +110,7 @@ def run_random(out_dir):
         with torch.no_grad():
             logits = model(x)
         write_safetensors(os.path.join(out_dir, name + ".weights.safetensors"), model.state_dict())
+        torch.save(model.state_dict(), os.path.join(out_dir, name + ".pth"))  # the zip format
         write_safetensors(os.path.join(out_dir, name + ".io.safetensors"), {"input": x, "logits": logits})
 
 
