@@ -1,9 +1,9 @@
 // torchvision ResNet18 / ResNet50 (224×224) and their CIFAR variants (32×32) against PyTorch
 // 1.13: resnet_torch.py builds each with torch.manual_seed(0) random init (batch-norm statistics
-// randomized too), writes its state_dict as a hand-made safetensors file and the eval-mode logits
-// of a seeded input; qlab loads the file (LoadSafetensors), builds the model strictly
-// (BuildResNet with the state dict: every name and shape must match), runs it with the float
-// reference interpreter and compares.
+// randomized too), writes its state_dict as a hand-made safetensors file and as a torch.save
+// .pth, and the eval-mode logits of a seeded input; qlab loads each file (LoadWeights), builds
+// the model strictly (BuildResNet with the state dict: every name and shape must match), runs it
+// with the float reference interpreter and with the FP32 engine, and compares.
 //
 // Tolerance: max |qlab − torch| ≤ kTolerance × max |torch logits|, kTolerance = 1e-4. Both sides
 // compute in float32 but add in different orders (PyTorch: oneDNN/im2col GEMM blocking; qlab:
