@@ -126,7 +126,7 @@ inline const T* PanelParams(const T* src, bool per_channel, size_t column0, size
 // Must come after foreach_target.h.
 #include "hwy/highway.h"
 
-#if HWY_TARGET == HWY_AVX3_DL
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
 #include <immintrin.h>
 #endif
 
@@ -286,6 +286,18 @@ HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
   }
 }
 
+// The low byte of each int32 lane. Requantized values already lie in the output type's range, so
+// this is exact, and cheaper than a saturating DemoteTo (three shuffles on AVX-512). On AVX3_DL,
+// Highway 1.0.3's TruncateTo u32 -> u8 permutes with 32-bit indices and returns wrong bytes (the
+// output-stage tests catch it), hence vpmovdb there.
+HWY_INLINE hn::Vec<hn::Rebind<uint8_t, DI>> LowBytes(VI q) {
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
+  return hn::Vec<hn::Rebind<uint8_t, DI>>{_mm512_cvtepi32_epi8(q.raw)};
+#else
+  return hn::TruncateTo(hn::Rebind<uint8_t, DI>(), hn::BitCast(hn::RebindToUnsigned<DI>(), q));
+#endif
+}
+
 // Stages 2-3 for rows m0 .. m0 + kRows - 1 of a panel: acc[r] holds row r's raw sums (before the
 // zero-point correction). The output type is switched on once per panel of a tile, not per row.
 template <size_t kRows>
@@ -320,32 +332,17 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
                         static_cast<float*>(g.c) + i);
       });
       break;
-    case QOutputType::kU8: {
-      const hn::Rebind<uint8_t, DI> d8;
-      if (fixed) {
-        for_each([&](size_t v, VI value, size_t count, size_t i) {
-          StoreFirstLanes(hn::DemoteTo(d8, Requantize<false>(ps, v, value)), d8, count,
-                          static_cast<uint8_t*>(g.c) + i);
-        });
-      } else {
-        for_each([&](size_t v, VI value, size_t count, size_t i) {
-          StoreFirstLanes(hn::DemoteTo(d8, Requantize<true>(ps, v, value)), d8, count,
-                          static_cast<uint8_t*>(g.c) + i);
-        });
-      }
-      break;
-    }
+    case QOutputType::kU8:
     case QOutputType::kS8: {
-      const hn::Rebind<int8_t, DI> d8;
+      const hn::Rebind<uint8_t, DI> du8;
+      uint8_t* out = static_cast<uint8_t*>(g.c);  // int8 outputs are stored as their bytes
       if (fixed) {
         for_each([&](size_t v, VI value, size_t count, size_t i) {
-          StoreFirstLanes(hn::DemoteTo(d8, Requantize<false>(ps, v, value)), d8, count,
-                          static_cast<int8_t*>(g.c) + i);
+          StoreFirstLanes(LowBytes(Requantize<false>(ps, v, value)), du8, count, out + i);
         });
       } else {
         for_each([&](size_t v, VI value, size_t count, size_t i) {
-          StoreFirstLanes(hn::DemoteTo(d8, Requantize<true>(ps, v, value)), d8, count,
-                          static_cast<int8_t*>(g.c) + i);
+          StoreFirstLanes(LowBytes(Requantize<true>(ps, v, value)), du8, count, out + i);
         });
       }
       break;
