@@ -42,17 +42,28 @@ ABSL_FLAG(int, timing_runs, 20, "timed runs per engine and batch size (0: no tim
 ABSL_FLAG(std::string, engine, "fast",
           "fast (FP32 engine on kernels/fp32) or reference (the plain-loop interpreter)");
 ABSL_FLAG(int, threads, 2, "threads of the fast engine");
-ABSL_FLAG(std::string, out, "results/ptq",
-          "output folder (relative paths are under the workspace when run with bazel run)");
+ABSL_FLAG(std::string, out, "",
+          "output folder (relative paths are under the workspace when run with bazel run); "
+          "default: a new results/ptq/run-<N>");
 ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
 
 namespace qlab::experiments {
 namespace {
 
-std::string ResolveOut(const std::string& out) {
-  if (out.empty() || out[0] == '/') return out;
+std::string UnderWorkspace(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
   const std::string workspace = BazelRunWorkspace();  // bazel run's cwd is the runfiles tree
-  return workspace.empty() ? out : absl::StrCat(workspace, "/", out);
+  return workspace.empty() ? path : absl::StrCat(workspace, "/", path);
+}
+
+// The flag's folder, or the first results/ptq/run-<N> that does not exist yet: running the main
+// command again never touches an earlier run's records.
+std::string ResolveOut(const std::string& flag) {
+  if (!flag.empty()) return UnderWorkspace(flag);
+  for (int n = 1;; ++n) {
+    const std::string candidate = UnderWorkspace(absl::StrCat("results/ptq/run-", n));
+    if (!FileExists(candidate)) return candidate;
+  }
 }
 
 absl::Status Main() {
