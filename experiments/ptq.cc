@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
@@ -69,10 +70,21 @@ absl::Status ValidateConfig(const PtqConfig& c) {
   return absl::OkStatus();
 }
 
-std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order) {
+// SHA-256 over the images' names in order, each relative to the folder it was read from (the
+// data root or the extraction cache), so that the same images give the same digest wherever the
+// data and the cache live.
+std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
+                            const std::vector<std::string>& roots) {
   Sha256 hasher;
   for (const int64_t i : order) {
-    hasher.Update(dataset.name(i));
+    absl::string_view name = dataset.name(i);
+    for (const std::string& root : roots) {
+      if (!root.empty() && absl::ConsumePrefix(&name, root)) {
+        absl::ConsumePrefix(&name, "/");
+        break;
+      }
+    }
+    hasher.Update(name);
     hasher.Update("\n");
   }
   return hasher.HexDigest();
@@ -217,12 +229,14 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   std::unique_ptr<data::Transform> transform;
   std::vector<int64_t> calib_order;
   std::vector<int64_t> eval_order;
+  std::vector<std::string> image_roots = {root};
   if (spec.num_classes == 10) {
     std::string cache = resolved.cache_dir;
     if (cache.empty()) {
       QLAB_ASSIGN_OR_RETURN(cache, data::CacheDir());
     }
     QLAB_ASSIGN_OR_RETURN(calib_set, data::OpenCifar10Train(root, cache));
+    image_roots.push_back(cache);
     QLAB_ASSIGN_OR_RETURN(eval_set_owned, data::OpenCifar10Test(root));
     transform = std::make_unique<data::CifarEvalTransform>();
     eval_order = data::AllIndices(*eval_set_owned);
@@ -311,9 +325,9 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
         {"weights_format", weights.format},
         {"data_root", root},
         {"calibration_images", static_cast<int64_t>(calib_order.size())},
-        {"calibration_image_list_sha256", ImageListDigest(*calib_set, calib_order)},
+        {"calibration_image_list_sha256", ImageListDigest(*calib_set, calib_order, image_roots)},
         {"eval_images", static_cast<int64_t>(eval_order.size())},
-        {"eval_image_list_sha256", ImageListDigest(eval_set, eval_order)}}},
+        {"eval_image_list_sha256", ImageListDigest(eval_set, eval_order, image_roots)}}},
       {"provenance", CollectProvenance().ToJson()},
       {"results",
        {{"fp32", fp32.ToJson(classes)},
