@@ -77,7 +77,8 @@ std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int6
                             const std::vector<std::string>& roots) {
   Sha256 hasher;
   for (const int64_t i : order) {
-    absl::string_view name = dataset.name(i);
+    const std::string full_name = dataset.name(i);
+    absl::string_view name = full_name;
     for (const std::string& root : roots) {
       if (!root.empty() && absl::ConsumePrefix(&name, root)) {
         absl::ConsumePrefix(&name, "/");
