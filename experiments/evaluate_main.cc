@@ -20,6 +20,7 @@
 #include "core/status_macros.h"
 #include "engine/fp32_engine.h"
 #include "experiments/provenance.h"
+#include "experiments/ptq.h"
 #include "experiments/record_io.h"
 #include "models/data/batch_loader.h"
 #include "models/data/data_root.h"
@@ -57,17 +58,6 @@ absl::StatusOr<std::string> DefaultWeights(const ResNetSpec& spec, const std::st
       "checkpoints such as resnet18-f37072fd.pth load directly)"));
 }
 
-// SHA-256 over the evaluated images' names in order: two records with the same digest read the
-// same images in the same order.
-std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order) {
-  Sha256 hasher;
-  for (const int64_t i : order) {
-    hasher.Update(dataset.name(i));
-    hasher.Update("\n");
-  }
-  return hasher.HexDigest();
-}
-
 absl::Status Main() {
   QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, ModelByName(absl::GetFlag(FLAGS_model)));
   QLAB_ASSIGN_OR_RETURN(const std::string root,
@@ -95,7 +85,7 @@ absl::Status Main() {
   std::vector<int64_t> order = data::AllIndices(*dataset);
   const int64_t limit = absl::GetFlag(FLAGS_limit);
   if (limit > 0 && limit < static_cast<int64_t>(order.size())) order.resize(limit);
-  const std::string image_digest = ImageListDigest(*dataset, order);
+  const std::string image_digest = experiments::ImageListDigest(*dataset, order, {root});
 
   const std::string engine_name = absl::GetFlag(FLAGS_engine);
   BatchRunner runner;

@@ -70,26 +70,6 @@ absl::Status ValidateConfig(const PtqConfig& c) {
   return absl::OkStatus();
 }
 
-// SHA-256 over the images' names in order, each relative to the folder it was read from (the
-// data root or the extraction cache), so that the same images give the same digest wherever the
-// data and the cache live.
-std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
-                            const std::vector<std::string>& roots) {
-  Sha256 hasher;
-  for (const int64_t i : order) {
-    const std::string full_name = dataset.name(i);
-    absl::string_view name = full_name;
-    for (const std::string& root : roots) {
-      if (!root.empty() && absl::ConsumePrefix(&name, root)) {
-        absl::ConsumePrefix(&name, "/");
-        break;
-      }
-    }
-    hasher.Update(name);
-    hasher.Update("\n");
-  }
-  return hasher.HexDigest();
-}
 
 // The quantizer the config asks for: the backend's defaults with the calibrator and weight
 // granularity overridden.
@@ -179,6 +159,24 @@ absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& conf
 }
 
 }  // namespace
+
+std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
+                            const std::vector<std::string>& roots) {
+  Sha256 hasher;
+  for (const int64_t i : order) {
+    const std::string full_name = dataset.name(i);
+    absl::string_view name = full_name;
+    for (const std::string& root : roots) {
+      if (!root.empty() && absl::ConsumePrefix(&name, root)) {
+        absl::ConsumePrefix(&name, "/");
+        break;
+      }
+    }
+    hasher.Update(name);
+    hasher.Update("\n");
+  }
+  return hasher.HexDigest();
+}
 
 nlohmann::json PtqConfig::ToJson() const {
   return nlohmann::json{{"model", model},

@@ -20,8 +20,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/data/dataset.h"
 #include "nlohmann/json.hpp"
 
 namespace qlab::experiments {
@@ -51,6 +53,12 @@ struct PtqConfig {
 // InvalidArgument naming the setting for a bad config (unknown model, quantizer, calibrator or
 // granularity; non-positive counts); errors of the steps (missing data, bad weights) otherwise.
 absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config);
+
+// SHA-256 over the names of `dataset`'s images in `order`, each made relative to the first of
+// `roots` (the data root, the extraction cache) it starts with, so that the same images give
+// the same digest wherever the data and the cache live.
+std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
+                            const std::vector<std::string>& roots);
 
 // The record without its "timing" section: what must be byte-identical between two runs of the
 // same config.
