@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "core/progress.h"
@@ -67,26 +70,119 @@ absl::Status ValidateConfig(const PtqConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat("timing_runs must be >= 0, got ",
                                                    c.timing_runs));
   }
-  return absl::OkStatus();
+  if (!c.activation_scheme.empty() && c.activation_scheme != "affine" &&
+      c.activation_scheme != "symmetric") {
+    return absl::InvalidArgumentError(absl::StrCat("activation_scheme \"", c.activation_scheme,
+                                                   "\": expected affine or symmetric"));
+  }
+  if (c.sqnr_images < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("sqnr_images must be >= 0, got ",
+                                                   c.sqnr_images));
+  }
+  return LayerOverridesFromJson(nlohmann::json(c.layer_overrides), "layer_overrides").status();
 }
 
 
-// The quantizer the config asks for: the backend's defaults with the calibrator and weight
-// granularity overridden.
+// The weight spec per tensor (symmetric min-max) instead of the backend's per-channel one.
+absl::Status ApplyWeightGranularity(const PtqConfig& c, QuantizationConfig& config) {
+  if (c.weight_granularity != "per_tensor" || !config.weight) return absl::OkStatus();
+  QuantizationSpec::Options weight;
+  weight.format = config.weight->format();
+  weight.format.qscheme = QScheme::kPerTensorSymmetric;
+  weight.format.ch_axis = -1;
+  weight.observer = "minmax";
+  QLAB_ASSIGN_OR_RETURN(config.weight, QuantizationSpec::Create(weight));
+  return absl::OkStatus();
+}
+
+// `spec` with another qscheme and/or calibrator, everything else (dtype, range, eps) kept.
+absl::StatusOr<QuantizationSpec> ReplaceActivationSpec(const QuantizationSpec& spec,
+                                                       std::optional<QScheme> qscheme,
+                                                       const std::string& observer) {
+  QuantizationSpec::Options options;
+  options.format = spec.format();
+  if (qscheme) options.format.qscheme = *qscheme;
+  options.observer = observer.empty() ? spec.observer() : observer;
+  options.eps = spec.eps();
+  options.is_dynamic = spec.is_dynamic();
+  return QuantizationSpec::Create(options);
+}
+
+// Both activation specs of `config` with another qscheme and/or calibrator.
+absl::Status ReplaceActivationSpecs(QuantizationConfig& config, std::optional<QScheme> qscheme,
+                                    const std::string& observer) {
+  for (std::optional<QuantizationSpec>* spec :
+       {&config.input_activation, &config.output_activation}) {
+    if (!spec->has_value()) continue;
+    QLAB_ASSIGN_OR_RETURN(**spec, ReplaceActivationSpec(**spec, qscheme, observer));
+  }
+  return absl::OkStatus();
+}
+
+// activation_scheme: per_tensor_affine or per_tensor_symmetric on the backend's dtype and range.
+absl::Status ApplyActivationScheme(const PtqConfig& c, QuantizationConfig& config) {
+  if (c.activation_scheme.empty()) return absl::OkStatus();
+  const QScheme qscheme = c.activation_scheme == "symmetric" ? QScheme::kPerTensorSymmetric
+                                                             : QScheme::kPerTensorAffine;
+  return ReplaceActivationSpecs(config, qscheme, "");
+}
+
+// layer_overrides into the quantizer's ConfigTable; `run_config` is what "default" means.
+absl::Status ApplyLayerOverrides(const PtqConfig& c, const QuantizationConfig& run_config,
+                                 BackendQuantizer& quantizer) {
+  for (const auto& [prefix, value] : c.layer_overrides) {
+    QuantizationConfig config = run_config;
+    if (value == "float") {
+      config = QuantizationConfig::Float();
+    } else if (value != "default") {
+      const absl::Status s = ReplaceActivationSpecs(config, std::nullopt, value);
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer_overrides[\"", prefix, "\"]: ", s.message()));
+      }
+    }
+    if (prefix == "*") {
+      quantizer.configs().SetGlobal(std::move(config));
+    } else {
+      quantizer.configs().SetNodeName(prefix, std::move(config));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Every override key ("*" aside) names a node or module prefix of `model`: a misspelt layer
+// name would otherwise silently quantize the layer it meant to keep in float.
+absl::Status CheckOverridesMatch(const PtqConfig& c, const Graph& model) {
+  for (const auto& [prefix, value] : c.layer_overrides) {
+    if (prefix == "*") continue;
+    bool found = false;
+    for (const NodeId id : model.node_ids()) {
+      const std::string& name = model.node(id).name;
+      if (name == prefix || absl::StartsWith(name, absl::StrCat(prefix, "."))) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(absl::StrCat("layer_overrides[\"", prefix,
+                                                     "\"]: no node of ", c.model,
+                                                     " has this name or prefix"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The quantizer the config asks for: the backend's defaults with the calibrator, weight
+// granularity and activation scheme overridden, then the per-layer overrides.
 absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& c) {
   QLAB_ASSIGN_OR_RETURN(const Backend backend, ParseBackend(c.quantizer));
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
                         BackendQuantizer::Create(backend, c.calibrator));
-  if (c.weight_granularity == "per_tensor") {
-    QuantizationConfig config = quantizer->default_config();
-    QuantizationSpec::Options weight;
-    weight.format = config.weight->format();
-    weight.format.qscheme = QScheme::kPerTensorSymmetric;
-    weight.format.ch_axis = -1;
-    weight.observer = "minmax";
-    QLAB_ASSIGN_OR_RETURN(config.weight, QuantizationSpec::Create(weight));
-    quantizer->configs().SetGlobal(config);
-  }
+  QuantizationConfig config = quantizer->default_config();
+  QLAB_RETURN_IF_ERROR(ApplyWeightGranularity(c, config));
+  QLAB_RETURN_IF_ERROR(ApplyActivationScheme(c, config));
+  quantizer->configs().SetGlobal(config);
+  QLAB_RETURN_IF_ERROR(ApplyLayerOverrides(c, config, *quantizer));
   return quantizer;
 }
 
@@ -158,6 +254,94 @@ absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& conf
   return BatchRunner([shared](const Tensor& images) { return shared->Run(images); });
 }
 
+
+// --- Per-layer quantization error -------------------------------------------------------------
+//
+// For every conv/linear whose weight convert quantized, the SQNR of the converted (fake-quant)
+// model's output of that layer against the float model's, on the first `sqnr_images` evaluation
+// images:  10 log10( sum x^2 / sum (x - x_q)^2 ),  x the float output, x_q the fake-quant one.
+// Both graphs keep the float model's node names, so a layer is looked up by name. The value is
+// taken at the layer's own output (before its ReLU and before any output quantization), so it
+// measures the error accumulated through the network up to that layer, which is what decides the
+// final accuracy. Both models run on the reference interpreter: single-threaded plain loops, so
+// the numbers are identical from run to run.
+
+// The conv/linear layers of `model`, in graph order, whose counterpart in `converted` reads a
+// dequantized weight.
+absl::StatusOr<std::vector<std::pair<NodeId, NodeId>>> QuantizedLayers(const Graph& model,
+                                                                       const Graph& converted) {
+  std::vector<std::pair<NodeId, NodeId>> layers;
+  QLAB_ASSIGN_OR_RETURN(const std::vector<NodeId> order, model.TopologicalOrder());
+  for (const NodeId id : order) {
+    const Node& node = model.node(id);
+    if (node.op != OpKind::kConv2d && node.op != OpKind::kLinear) continue;
+    const absl::StatusOr<NodeId> twin = converted.FindNode(node.name);
+    if (!twin.ok()) continue;  // not expected: convert keeps layer names
+    const Node& q = converted.node(*twin);
+    if (q.inputs.size() < 2 || converted.node(q.inputs[1]).op != OpKind::kDequantize) continue;
+    layers.emplace_back(id, *twin);
+  }
+  return layers;
+}
+
+double SqnrDb(const Tensor& reference, const Tensor& approximation) {
+  const float* x = reference.data<float>();
+  const float* y = approximation.data<float>();
+  double signal = 0.0;
+  double noise = 0.0;
+  for (int64_t i = 0; i < reference.numel(); ++i) {
+    const double d = static_cast<double>(x[i]) - static_cast<double>(y[i]);
+    signal += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    noise += d * d;
+  }
+  if (noise == 0.0) return std::numeric_limits<double>::infinity();
+  return 10.0 * std::log10(signal / noise);
+}
+
+// [{"layer": name, "op": "conv2d", "sqnr_db": value}, ...] in graph order; a layer whose outputs
+// are identical has "sqnr_db": null (infinite; JSON has no infinity).
+absl::StatusOr<nlohmann::json> PerLayerSqnr(const Graph& model, const Graph& converted,
+                                            const data::Dataset& eval_set,
+                                            const std::vector<int64_t>& eval_order,
+                                            const data::Transform& transform, int64_t images) {
+  nlohmann::json result = nlohmann::json::array();
+  const int64_t n = std::min<int64_t>(images, static_cast<int64_t>(eval_order.size()));
+  if (n == 0) return result;
+  const std::vector<int64_t> first(eval_order.begin(), eval_order.begin() + n);
+  data::LoaderOptions loader_options;
+  loader_options.batch_size = static_cast<int>(n);
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
+                        data::BatchLoader::Create(eval_set, first, transform, loader_options));
+  QLAB_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+  if (!batch) return absl::InternalError("per-layer SQNR: the evaluation loader gave no batch");
+
+  QLAB_ASSIGN_OR_RETURN(const auto layers, QuantizedLayers(model, converted));
+  RunOptions float_options;
+  RunOptions quant_options;
+  for (const auto& [float_id, quant_id] : layers) {
+    float_options.keep.push_back(float_id);
+    quant_options.keep.push_back(quant_id);
+  }
+  QLAB_ASSIGN_OR_RETURN(const RunResult reference, RunGraph(model, {batch->images}, float_options));
+  QLAB_ASSIGN_OR_RETURN(const RunResult quantized,
+                        RunGraph(converted, {batch->images}, quant_options));
+  for (const auto& [float_id, quant_id] : layers) {
+    const Tensor& x = reference.kept.at(float_id);
+    const Tensor& y = quantized.kept.at(quant_id);
+    if (x.numel() != y.numel()) {
+      return absl::InternalError(absl::StrCat("per-layer SQNR: ", model.node(float_id).name,
+                                              " has ", x.numel(), " values in the float model and ",
+                                              y.numel(), " in the converted one"));
+    }
+    const double db = SqnrDb(x, y);
+    nlohmann::json entry = {{"layer", model.node(float_id).name},
+                            {"op", std::string(OpKindName(model.node(float_id).op))}};
+    entry["sqnr_db"] = std::isfinite(db) ? nlohmann::json(db) : nlohmann::json(nullptr);
+    result.push_back(std::move(entry));
+  }
+  return result;
+}
+
 }  // namespace
 
 std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
@@ -184,6 +368,9 @@ nlohmann::json PtqConfig::ToJson() const {
                         {"quantizer", quantizer},
                         {"calibrator", calibrator},
                         {"weight_granularity", weight_granularity},
+                        {"activation_scheme", activation_scheme},
+                        {"layer_overrides", layer_overrides},
+                        {"sqnr_images", sqnr_images},
                         {"calib_images", calib_images},
                         {"calib_seed", calib_seed},
                         {"eval_images", eval_images},
@@ -212,6 +399,11 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   if (resolved.calibrator.empty()) {
     resolved.calibrator = quantizer->default_config().input_activation->observer();
   }
+  if (resolved.activation_scheme.empty()) {
+    resolved.activation_scheme =
+        IsSymmetric(quantizer->default_config().input_activation->format().qscheme) ? "symmetric"
+                                                                                   : "affine";
+  }
 
   QLAB_ASSIGN_OR_RETURN(LoadedWeights weights, LoadWeights(resolved.weights));
   QLAB_ASSIGN_OR_RETURN(const std::string weights_sha256, Sha256File(resolved.weights));
@@ -219,6 +411,7 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   options.batch = resolved.batch_size;
   QLAB_ASSIGN_OR_RETURN(Graph model, BuildResNet(spec, weights.tensors, options));
   QLAB_RETURN_IF_ERROR(FoldBatchNorm(model).status());
+  QLAB_RETURN_IF_ERROR(CheckOverridesMatch(resolved, model));
 
   // Data: CIFAR models calibrate on the training set and evaluate on the test set. ImageNet
   // models have only the shared validation images: calibration takes a seeded subset of them
@@ -300,6 +493,9 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant, Evaluate(eval_set, eval_order, *transform,
                                                               fake_quant_runner, eval_options));
   QLAB_ASSIGN_OR_RETURN(const double agreement, PredictionAgreement(fp32, fake_quant));
+  QLAB_ASSIGN_OR_RETURN(const nlohmann::json per_layer_sqnr,
+                        PerLayerSqnr(model, converted, eval_set, eval_order, *transform,
+                                     resolved.sqnr_images));
 
   nlohmann::json timing = {{"calibration_seconds", calib_seconds},
                            {"fp32_eval_seconds", fp32.seconds},
@@ -334,12 +530,35 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
         {"fake_quant_vs_fp32_top1_delta", fake_quant.top1() - fp32.top1()},
         {"prediction_agreement_fp32_fake_quant", agreement},
         {"int8", "not yet: lowering to the integer kernels is issue 7's next step"},
-        {"qparams", qparams}}},
+        {"qparams", qparams},
+        {"per_layer_sqnr_db", per_layer_sqnr}}},
       {"model_size",
        {{"fp32_parameter_bytes", ParameterBytes(model)},
         {"quantized_parameter_bytes", ParameterBytes(converted)}}},
       {"timing", timing},
   };
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
+    const nlohmann::json& value, const std::string& what) {
+  if (!value.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": expected an object {\"<layer or prefix>\": \"float\" | \"default\" | "
+              "\"<calibrator>\"}, got ", value.dump()));
+  }
+  std::map<std::string, std::string> overrides;
+  for (const auto& [key, entry] : value.items()) {
+    if (key.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": empty layer name"));
+    }
+    if (!entry.is_string() || entry.get<std::string>().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, "[\"", key, "\"]: expected \"float\", \"default\" or a calibrator spec, got ",
+          entry.dump()));
+    }
+    overrides[key] = entry.get<std::string>();
+  }
+  return overrides;
 }
 
 nlohmann::json DeterministicPart(const nlohmann::json& record) {

@@ -9,7 +9,8 @@
 //                calibrator, granularity, image counts, seeds, batch size)
 //   inputs       sha256 of the weights and of the calibration / evaluation image lists
 //   provenance   git commit (+ dirty), CPU, cores, Highway target, build mode
-//   results      accuracies, per-class accuracy, prediction agreement, per-layer qparams
+//   results      accuracies, per-class accuracy, prediction agreement, per-layer qparams,
+//                per-layer quantization error (SQNR of each quantized conv/linear output)
 //   model_size   parameter bytes FP32 vs quantized
 //   timing       every wall-clock number (the only part that differs between identical runs)
 //
@@ -19,6 +20,7 @@
 #define QLAB_EXPERIMENTS_PTQ_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,21 @@ struct PtqConfig {
   std::string quantizer = "xnnpack";
   std::string calibrator;  // activation calibrator (registry spec); empty: the backend's
   std::string weight_granularity = "per_channel";  // or "per_tensor"
+  // Activation qscheme: "" keeps the backend's (xnnpack, x86: affine; tensorrt: symmetric);
+  // "affine" / "symmetric" force per_tensor_affine / per_tensor_symmetric on the backend's own
+  // dtype and range (x86 symmetric is uint8 with zero point 128: half the range unused after a
+  // ReLU, which is what the comparison is meant to show).
+  std::string activation_scheme;
+  // Per-layer overrides, by node name or module prefix (ConfigTable: the longest prefix wins):
+  //   "float"       leave the layer in float
+  //   "default"     the run's config (backend, granularity, scheme, calibrator)
+  //   <calibrator>  the run's config with this activation calibrator (registry spec)
+  // The key "*" replaces the global entry: {"*": "float", "layer2.0.conv1": "default"} quantizes
+  // that one layer only (per-layer sensitivity).
+  std::map<std::string, std::string> layer_overrides;
+  // Images (the first of the evaluation list) on which the per-layer SQNR of float vs
+  // fake-quant is measured with the reference interpreter; 0 skips it.
+  int64_t sqnr_images = 32;
   int64_t calib_images = 512;
   uint64_t calib_seed = 0;
   int64_t eval_images = 0;  // 0: the whole test set
@@ -59,6 +76,13 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config);
 // the same digest wherever the data and the cache live.
 std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
                             const std::vector<std::string>& roots);
+
+// Layer overrides from JSON (a --layer_config file, a sweep config's "layer_overrides"): an
+// object {"<node name or prefix>": "float" | "default" | "<calibrator spec>", ...}.
+// InvalidArgument naming `what` and the key for anything else (calibrator specs are checked when
+// the run builds its quantizer).
+absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
+    const nlohmann::json& value, const std::string& what);
 
 // The record without its "timing" section: what must be byte-identical between two runs of the
 // same config.

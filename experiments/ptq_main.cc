@@ -9,6 +9,7 @@
 // append a summary line to <out>/summary.csv. Same flags and seeds give the same records apart
 // from their "timing" sections.
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,14 @@ ABSL_FLAG(std::string, calibrator, "",
           "activation calibrator (registry spec: minmax, moving_average:c=0.01, histogram, "
           "percentile:99.99, entropy, mse); default: the quantizer's");
 ABSL_FLAG(std::string, weight_granularity, "per_channel", "per_channel or per_tensor");
+ABSL_FLAG(std::string, activation_scheme, "",
+          "affine or symmetric (per-tensor activations on the backend's dtype and range); "
+          "default: the quantizer's");
+ABSL_FLAG(std::string, layer_config, "",
+          "JSON file of per-layer overrides: {\"<layer or prefix>\": \"float\" | \"default\" | "
+          "\"<calibrator spec>\"}; \"*\" sets every other layer");
+ABSL_FLAG(int64_t, sqnr_images, 32,
+          "evaluation images for the per-layer SQNR float vs fake-quant (0: skip)");
 ABSL_FLAG(int64_t, calib_images, 512, "calibration images (seeded subset of the training set)");
 ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
 ABSL_FLAG(int64_t, eval_images, 0, "evaluate on the first N test images (0: all)");
@@ -71,6 +80,12 @@ absl::Status Main() {
   if (models.size() > 1 && !absl::GetFlag(FLAGS_weights).empty()) {
     return absl::InvalidArgumentError("--weights applies to a single --model");
   }
+  std::map<std::string, std::string> layer_overrides;
+  if (const std::string file = absl::GetFlag(FLAGS_layer_config); !file.empty()) {
+    QLAB_ASSIGN_OR_RETURN(const nlohmann::json value, ReadJsonFile(UnderWorkspace(file)));
+    QLAB_ASSIGN_OR_RETURN(layer_overrides,
+                          LayerOverridesFromJson(value, absl::StrCat("--layer_config=", file)));
+  }
   const std::string out = ResolveOut(absl::GetFlag(FLAGS_out));
   for (const std::string& model : models) {
     PtqConfig config;
@@ -80,6 +95,9 @@ absl::Status Main() {
     config.quantizer = absl::GetFlag(FLAGS_quantizer);
     config.calibrator = absl::GetFlag(FLAGS_calibrator);
     config.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
+    config.activation_scheme = absl::GetFlag(FLAGS_activation_scheme);
+    config.layer_overrides = layer_overrides;
+    config.sqnr_images = absl::GetFlag(FLAGS_sqnr_images);
     config.calib_images = absl::GetFlag(FLAGS_calib_images);
     config.calib_seed = absl::GetFlag(FLAGS_calib_seed);
     config.eval_images = absl::GetFlag(FLAGS_eval_images);
