@@ -257,7 +257,15 @@ HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
     if constexpr (kFloat) {
       const DF df;
       const VF x = hn::Mul(hn::ConvertTo(df, acc), ps.scale[v]);
-      return hn::Add(hn::NearestInt(hn::Min(hn::Max(x, ps.low_f), ps.high_f)), ps.zero_point);
+      const VF clamped = hn::Min(hn::Max(x, ps.low_f), ps.high_f);
+#if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
+      // vcvtps2dq alone: Highway's NearestInt adds an overflow fix-up that the clamp makes moot
+      // (three more port-0/5 uops per vector, which at K = 64 compete with vpdpbusd).
+      const VI rounded{_mm512_cvtps_epi32(clamped.raw)};
+#else
+      const VI rounded = hn::NearestInt(clamped);
+#endif
+      return hn::Add(rounded, ps.zero_point);
     }
 #if HWY_TARGET != HWY_SCALAR
     // 32x32 -> 64-bit products of even lanes, then of odd lanes moved to even positions; the
