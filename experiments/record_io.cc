@@ -53,13 +53,23 @@ bool FileExists(const std::string& path) {
 }
 
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite) {
+  return WriteTextFile(path, value.dump(2) + "\n", overwrite);
+}
+
+std::string CsvText(const std::vector<std::string>& header,
+                    const std::vector<std::vector<std::string>>& rows) {
+  std::string text = CsvLine(header);
+  for (const std::vector<std::string>& row : rows) text += CsvLine(row);
+  return text;
+}
+
+absl::Status WriteTextFile(const std::string& path, const std::string& text, bool overwrite) {
   if (!overwrite && FileExists(path)) {
     return absl::AlreadyExistsError(absl::StrCat(
         path, " exists; refusing to overwrite a record (choose another --out, or pass "
               "--overwrite)"));
   }
   if (absl::Status s = EnsureParent(path); !s.ok()) return s;
-  const std::string text = value.dump(2) + "\n";
   const std::string temp = absl::StrCat(path, ".tmp.", getpid());
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) return IoError("cannot create", temp);

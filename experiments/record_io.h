@@ -22,6 +22,13 @@ namespace qlab::experiments {
 // text on I/O failure. Creates missing parent directories.
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite);
 
+// The same atomic, never-silently-overwriting write for any text (reports, whole CSV files).
+absl::Status WriteTextFile(const std::string& path, const std::string& text, bool overwrite);
+
+// A whole CSV document: `header` then `rows`, quoted as AppendCsvRow quotes.
+std::string CsvText(const std::vector<std::string>& header,
+                    const std::vector<std::vector<std::string>>& rows);
+
 bool FileExists(const std::string& path);
 
 // InvalidArgument / DataLoss naming the path for a missing or malformed file.
