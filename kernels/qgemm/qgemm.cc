@@ -10,7 +10,7 @@
 // then runs the output stage (output_stage.h) on the accumulators and stores. Only the tile
 // (micro-kernel) differs:
 //   AVX3_DL  vpdpbusd on 512-bit vectors: one 64-byte load of a packed group per panel, one
-//            4-byte activation broadcast per row, 8 rows x 2 panels = 16 zmm accumulators.
+//            4-byte activation broadcast per row, 12 rows x 2 panels = 24 zmm accumulators.
 //   others   the portable Highway path: the 64 weight bytes of a group are promoted to int16, the
 //            4 activation bytes are broadcast as an int16 pattern a0 a1 a2 a3 a0 a1 ..., and
 //            ReorderWidenMulAccumulate (vpmaddwd on x86) adds pairs of products into int32

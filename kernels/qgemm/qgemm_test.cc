@@ -3,8 +3,8 @@
 // AVX3_DL micro-kernel (vpdpbusd) and, on AVX3/AVX2/SSE4/SSSE3, the portable
 // PromoteTo + ReorderWidenMulAccumulate path, and SCALAR's loops.
 //
-// Integer math is exact: no tolerance. Shapes sweep every blocking boundary (M = 1 ... 9 around
-// the 8-row VNNI tile and 4-row portable tile, N around the 16-column panels and 32-column VNNI
+// Integer math is exact: no tolerance. Shapes sweep every blocking boundary (M = 1 ... 13 around
+// the 12-row VNNI tile and 4-row portable tile, N around the 16-column panels and 32-column VNNI
 // tile, K around the 4-byte groups, up to K = 4608), the zero points at both ends of each range,
 // row strides larger than the rows, and constant extreme operands whose sums reach
 // +-K * 255 * 128 (no saturation may occur anywhere).
@@ -251,7 +251,7 @@ TEST_P(QGemmTest, SmallShapesMatchReference) {
   const size_t kKs[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 63, 64, 65, 127};
   uint32_t seed = BaseSeed();
   size_t rotation = 0;
-  for (size_t m = 1; m <= 9; ++m) {
+  for (size_t m = 1; m <= 13; ++m) {
     for (size_t n : kNs) {
       for (size_t k : kKs) {
         ++rotation;
@@ -355,7 +355,7 @@ TEST_P(QGemmTest, OutputStageMatchesReference) {
         continue;  // those types do not requantize
       }
       for (bool per_channel : {false, true}) {
-        for (size_t m : {1, 3, 8, 9, 17}) {
+        for (size_t m : {1, 3, 8, 12, 13, 25, 49}) {
           for (size_t n : kNs) {
             for (size_t k : {1, 5, 64, 147}) {
               ++rotation;
