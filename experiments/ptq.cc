@@ -20,6 +20,7 @@
 #include "core/sha256.h"
 #include "core/status_macros.h"
 #include "engine/fp32_engine.h"
+#include "engine/int8_engine.h"
 #include "experiments/provenance.h"
 #include "models/data/batch_loader.h"
 #include "models/data/data_root.h"
@@ -33,6 +34,7 @@
 #include "quant/graph/fold_batch_norm.h"
 #include "quant/graph/interpreter.h"
 #include "quant/prepare.h"
+#include "quant/quantize_tensor.h"
 
 namespace qlab::experiments {
 namespace {
@@ -342,6 +344,49 @@ absl::StatusOr<nlohmann::json> PerLayerSqnr(const Graph& model, const Graph& con
   return result;
 }
 
+// Per quantize node: the largest difference, in that node's quantization steps, between the
+// int8 engine's integers and the fake-quant reference's, on the first 8 evaluation images.
+absl::StatusOr<nlohmann::json> PerLayerInt8Difference(const Graph& converted, Int8Engine& engine,
+                                                      const data::Dataset& dataset,
+                                                      const std::vector<int64_t>& order,
+                                                      const data::Transform& transform) {
+  const std::vector<int64_t> first(order.begin(),
+                                   order.begin() + std::min<size_t>(8, order.size()));
+  data::LoaderOptions options;
+  options.batch_size = static_cast<int>(std::max<size_t>(1, first.size()));
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
+                        data::BatchLoader::Create(dataset, first, transform, options));
+  QLAB_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+  if (!batch) return nlohmann::json::array();
+  RunOptions keep;
+  for (const NodeId id : converted.node_ids()) {
+    if (converted.node(id).op == OpKind::kQuantize) keep.keep.push_back(id);
+  }
+  QLAB_ASSIGN_OR_RETURN(const RunResult reference, RunGraph(converted, {batch->images}, keep));
+  engine.KeepAllValues(true);
+  const absl::Status run = engine.Run(batch->images).status();
+  engine.KeepAllValues(false);
+  QLAB_RETURN_IF_ERROR(run);
+  QLAB_ASSIGN_OR_RETURN(const std::vector<NodeId> topological, converted.TopologicalOrder());
+  nlohmann::json layers = nlohmann::json::array();
+  for (const NodeId id : topological) {
+    const Node& q = converted.node(id);
+    if (q.op != OpKind::kQuantize) continue;
+    const absl::StatusOr<Tensor> lowered = engine.QuantizedValue(q.name);
+    if (!lowered.ok()) continue;  // folded into its input's value (same parameters)
+    const QuantParams& params = q.attr<QuantizeAttrs>().params;
+    QLAB_ASSIGN_OR_RETURN(const Tensor expected, DequantizeTensor(reference.kept.at(id), params));
+    double max_steps = 0.0;
+    for (int64_t i = 0; i < expected.numel(); ++i) {
+      max_steps = std::max(max_steps, std::fabs(static_cast<double>(lowered->data<float>()[i]) -
+                                                expected.data<float>()[i]) /
+                                          params.scales[0]);
+    }
+    layers.push_back({{"quantize", q.name}, {"max_steps", std::round(max_steps * 100) / 100}});
+  }
+  return layers;
+}
+
 }  // namespace
 
 std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
@@ -497,6 +542,31 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
                         PerLayerSqnr(model, converted, eval_set, eval_order, *transform,
                                      resolved.sqnr_images));
 
+  // int8: the lowered engine, when the graph lowers (a layer left in float does not yet).
+  nlohmann::json int8_json;
+  std::optional<BatchRunner> int8_runner;
+  absl::StatusOr<Int8Engine> int8_engine = Int8Engine::Create(converted, resolved.threads);
+  if (int8_engine.ok()) {
+    auto shared = std::make_shared<Int8Engine>(std::move(*int8_engine));
+    int8_runner = [shared](const Tensor& images) { return shared->Run(images); };
+    eval_options.label = absl::StrCat("eval ", spec.name, " int8");
+    QLAB_ASSIGN_OR_RETURN(const EvalResult int8, Evaluate(eval_set, eval_order, *transform,
+                                                          *int8_runner, eval_options));
+    QLAB_ASSIGN_OR_RETURN(const double vs_fake_quant, PredictionAgreement(int8, fake_quant));
+    QLAB_ASSIGN_OR_RETURN(const double vs_fp32, PredictionAgreement(int8, fp32));
+    QLAB_ASSIGN_OR_RETURN(nlohmann::json per_layer,
+                          PerLayerInt8Difference(converted, *shared, eval_set, eval_order,
+                                                 *transform));
+    int8_json = int8.ToJson(eval_set.class_names());
+    int8_json["prediction_agreement_int8_fake_quant"] = vs_fake_quant;
+    int8_json["prediction_agreement_int8_fp32"] = vs_fp32;
+    int8_json["per_layer_max_difference_steps"] = std::move(per_layer);
+    int8_json["lowering"] = {{"integer_steps", shared->report().integer_steps.size()},
+                             {"float_steps", shared->report().float_steps}};
+  } else {
+    int8_json = {{"not_lowered", std::string(int8_engine.status().message())}};
+  }
+
   nlohmann::json timing = {{"calibration_seconds", calib_seconds},
                            {"fp32_eval_seconds", fp32.seconds},
                            {"fake_quant_eval_seconds", fake_quant.seconds}};
@@ -505,6 +575,11 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
       QLAB_ASSIGN_OR_RETURN(
           timing[absl::StrCat("fp32_", resolved.engine, "_batch", batch)],
           TimeRunner(fp32_runner, batch, spec.image_size, resolved.timing_runs));
+      if (int8_runner) {
+        QLAB_ASSIGN_OR_RETURN(timing[absl::StrCat("int8_batch", batch)],
+                              TimeRunner(*int8_runner, batch, spec.image_size,
+                                         resolved.timing_runs));
+      }
     }
   }
   struct rusage usage;
@@ -529,7 +604,7 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
         {"fake_quant", fake_quant.ToJson(classes)},
         {"fake_quant_vs_fp32_top1_delta", fake_quant.top1() - fp32.top1()},
         {"prediction_agreement_fp32_fake_quant", agreement},
-        {"int8", "not yet: lowering to the integer kernels is issue 7's next step"},
+        {"int8", int8_json},
         {"qparams", qparams},
         {"per_layer_sqnr_db", per_layer_sqnr}}},
       {"model_size",
