@@ -32,6 +32,8 @@ nlohmann::json RegressionSummary(const nlohmann::json& record) {
       {"fp32_top1", r["fp32"]["top1"]},
       {"fake_quant_top1", r["fake_quant"]["top1"]},
       {"agreement_fp32_fake_quant", r["prediction_agreement_fp32_fake_quant"]},
+      {"int8_top1", r["int8"].value("top1", -1.0)},
+      {"agreement_int8_fake_quant", r["int8"].value("prediction_agreement_int8_fake_quant", -1.0)},
       {"weights_sha256", record["inputs"]["weights_sha256"]},
       {"calibration_image_list_sha256", record["inputs"]["calibration_image_list_sha256"]},
       {"eval_image_list_sha256", record["inputs"]["eval_image_list_sha256"]},
@@ -70,6 +72,8 @@ std::vector<std::string> CompareToBaseline(const nlohmann::json& summary,
   compare("fp32_top1", tolerance.fp32_points, tolerance.fp32_points);
   compare("fake_quant_top1", tolerance.fake_quant_points, tolerance.fake_quant_points);
   compare("agreement_fp32_fake_quant", tolerance.agreement_drop_points, 100.0);
+  compare("int8_top1", tolerance.fake_quant_points, tolerance.fake_quant_points);
+  compare("agreement_int8_fake_quant", tolerance.agreement_drop_points, 100.0);
   return violations;
 }
 

@@ -46,6 +46,8 @@ TEST(CompareToBaselineTest, ReportsEachMovementReadably) {
   const nlohmann::json baseline = {{"fp32_top1", 0.9150},
                                    {"fake_quant_top1", 0.9120},
                                    {"agreement_fp32_fake_quant", 0.990},
+                                   {"int8_top1", 0.9115},
+                                   {"agreement_int8_fake_quant", 0.9985},
                                    {"weights_sha256", "a"},
                                    {"calibration_image_list_sha256", "b"},
                                    {"eval_image_list_sha256", "c"}};
