@@ -7,18 +7,138 @@
 #include "calibration/histogram.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <functional>
 #include <limits>
+#include <mutex>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "kernels/histogram/histogram.h"
+#include "kernels/histogram/torch_l2_error.h"
+#include "kernels/histogram/torch_l2_error_ref.h"
+#include "kernels/quantize/quantize.h"
 
 namespace qlab::calibration {
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// How many parts a batch of n elements is split into (see kParallelMinElements).
+int WorkersFor(size_t n) {
+  if (n < kParallelMinElements) return 1;
+  const int hardware = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(hardware, 1, kMaxWorkers);
+}
+
+// The helper threads of RunParts: started on first use and kept for the life of the process
+// (the object is never destroyed, so no exit-time join can hang), because starting a thread costs
+// 15-30 us on this machine against a few us to wake one, and a calibration step runs a batch's
+// two passes back to back. One caller at a time: a caller that finds them in use (observers
+// calibrating on several threads at once) runs its job alone.
+class Helpers {
+ public:
+  static Helpers& Get() {
+    static Helpers* const helpers = new Helpers(kMaxWorkers - 1);
+    return *helpers;
+  }
+
+  // Runs job(0) on the caller's thread and job(1) .. job(count) on the helpers that pick it up
+  // before job(0) returns; the slots of helpers that did not (their core busy with another
+  // process) are withdrawn, so a helper that never got a core does not delay the caller. One
+  // that started and was then preempted does: the caller waits for every job that started, as
+  // it must (the job reads the caller's data). `job` must therefore be complete by itself
+  // whichever slots run: RunParts' workers take chunks from a shared counter until none is left.
+  void Run(int count, const std::function<void(int)>& job) {
+    std::unique_lock<std::mutex> exclusive(run_mu_, std::try_to_lock);
+    if (!exclusive.owns_lock() || count <= 0 || helpers_ == 0) {
+      job(0);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &job;
+      unclaimed_ = std::min(count, helpers_);
+    }
+    wake_.notify_all();
+    job(0);
+    std::unique_lock<std::mutex> lock(mu_);
+    unclaimed_ = 0;
+    idle_.wait(lock, [this] { return running_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  explicit Helpers(int helpers) : helpers_(helpers) {
+    for (int i = 0; i < helpers; ++i) std::thread([this] { Loop(); }).detach();
+  }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      wake_.wait(lock, [this] { return unclaimed_ > 0; });
+      const int slot = unclaimed_--;  // count, count - 1, ..., 1
+      const std::function<void(int)>* job = job_;
+      ++running_;
+      lock.unlock();
+      (*job)(slot);
+      lock.lock();
+      if (--running_ == 0) idle_.notify_all();
+    }
+  }
+
+  const int helpers_;
+  std::mutex run_mu_;  // held by the caller whose job the helpers serve
+  std::mutex mu_;      // guards the fields below
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  const std::function<void(int)>* job_ = nullptr;
+  int unclaimed_ = 0;  // job slots not yet taken by a helper
+  int running_ = 0;    // helpers inside a job
+};
+
+// Runs part(w, begin, end) over [0, n) cut into chunks of kParallelChunk elements, which the
+// `workers` workers (worker 0 is the caller's thread, the others Helpers) take in turn from a
+// shared counter until none is left; returns when all are done. Taking chunks instead of fixed
+// halves keeps a busy core from holding half the batch hostage: if a helper is not scheduled
+// (another process holds its core), the caller simply takes every chunk, as a single thread
+// would.
+template <typename Part>
+void RunParts(size_t n, int workers, const Part& part) {
+  std::atomic<size_t> next_chunk{0};
+  const std::function<void(int)> work = [&](int w) {
+    for (;;) {
+      const size_t begin = next_chunk.fetch_add(1, std::memory_order_relaxed) * kParallelChunk;
+      if (begin >= n) return;
+      part(w, begin, std::min(n, begin + kParallelChunk));
+    }
+  };
+  Helpers::Get().Run(workers - 1, work);
+}
+
+// kernels::HistogramAccumulate over x[0, n), split over the workers, each into its own counts
+// (integer counts add exactly), then summed into `counts`.
+void AccumulateParallel(const float* x, size_t n, const kernels::HistogramBinning& binning,
+                        int64_t* counts) {
+  const int workers = WorkersFor(n);
+  if (workers == 1) {
+    kernels::HistogramAccumulate(x, n, binning, counts);
+    return;
+  }
+  std::vector<std::vector<int64_t>> parts(static_cast<size_t>(workers),
+                                          std::vector<int64_t>(binning.bins, 0));
+  RunParts(n, workers, [&](int w, size_t begin, size_t end) {
+    kernels::HistogramAccumulate(x + begin, end - begin, binning,
+                                 parts[static_cast<size_t>(w)].data());
+  });
+  for (const std::vector<int64_t>& part : parts) {
+    for (size_t j = 0; j < binning.bins; ++j) counts[j] += part[j];
+  }
+}
 
 // torch.histc(x, bins, min=lo, max=hi) added to `counts` (as float32 counts, like PyTorch's).
 // `lo`/`hi` are the doubles histc receives; equal bounds fall back to the data's range, then to
@@ -37,7 +157,7 @@ std::vector<double> Histc(const float* x, size_t n, int bins, double lo, double 
   const kernels::HistogramBinning binning{static_cast<float>(lo), static_cast<float>(hi),
                                           static_cast<uint32_t>(bins)};
   if (binning.lo < binning.hi) {
-    kernels::HistogramAccumulate(x, n, binning, counts.data());
+    AccumulateParallel(x, n, binning, counts.data());
   } else {
     // Bounds that collapse in float32 (a range narrower than one float ulp): one bin holds all.
     for (size_t i = 0; i < n; ++i) counts[0] += std::isfinite(x[i]) ? 1 : 0;
@@ -88,7 +208,10 @@ double AddRepeated(double s, double v, int64_t m) {
   int exponent = 0;
   std::frexp(v, &exponent);
   const double ulp = std::ldexp(1.0, exponent - 24);  // float32's ulp at v (v is a float value)
-  if (std::fmod(s, ulp) == 0.0 &&
+  // s is a multiple of the power of two `ulp` iff s / ulp (exact: a change of exponent) is an
+  // integer; cheaper than fmod, which this loop once spent much of its time in.
+  const double s_in_ulps = s / ulp;
+  if (std::trunc(s_in_ulps) == s_in_ulps &&
       std::abs(s) + static_cast<double>(m) * std::abs(v) < std::ldexp(ulp, 53) &&
       std::abs(v) >= std::numeric_limits<float>::min()) {
     return s + static_cast<double>(m) * v;
@@ -98,6 +221,26 @@ double AddRepeated(double s, double v, int64_t m) {
 }
 
 }  // namespace
+
+BatchMinMax ParallelMinMax(const float* x, size_t n) {
+  const int workers = WorkersFor(n);
+  std::vector<kernels::MinMaxResult> parts(static_cast<size_t>(workers),
+                                           kernels::MinMaxResult{kInf, -kInf, 0});
+  RunParts(n, workers, [&](int w, size_t begin, size_t end) {
+    const kernels::MinMaxResult chunk = kernels::MinMax(x + begin, end - begin);
+    kernels::MinMaxResult& mine = parts[static_cast<size_t>(w)];
+    mine.min = std::min(mine.min, chunk.min);
+    mine.max = std::max(mine.max, chunk.max);
+    mine.nan_count += chunk.nan_count;
+  });
+  BatchMinMax r{kInf, -kInf, 0};
+  for (const kernels::MinMaxResult& part : parts) {
+    r.min = std::min(r.min, part.min);
+    r.max = std::max(r.max, part.max);
+    r.nan_count += part.nan_count;
+  }
+  return r;
+}
 
 std::vector<double> RebinExact(const std::vector<double>& counts, double lo, double hi,
                                int bins, double new_lo, double new_hi) {
@@ -216,7 +359,7 @@ void Histogram::AddExact(const float* x, size_t n, float batch_min, float batch_
   max_ = new_max;
   if (min_ < max_) {
     std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
-    kernels::HistogramAccumulate(x, n, {min_, max_, static_cast<uint32_t>(bins)}, counts.data());
+    AccumulateParallel(x, n, {min_, max_, static_cast<uint32_t>(bins)}, counts.data());
     for (size_t i = 0; i < counts.size(); ++i) counts_[i] += static_cast<double>(counts[i]);
   } else {
     // A point mass: every finite value equals min_ (== max_).
@@ -305,58 +448,56 @@ AbsHistogram FoldAbs(const Histogram& h, int bins) {
 // PyTorch 1.13 _non_linear_param_search and _compute_quantization_error.
 namespace {
 
-// clamp(torch.div(a, b, rounding_mode='floor'), 0, last) for float32 a and b > 0, as PyTorch's
-// vectorized CPU kernel computes it for the whole 2048-element tensors. That kernel takes
-// fmod(a, b), divides the exact multiple (a - mod) by b, and where this truncated quotient is 0
-// returns the plain quotient a / b instead. Its result is therefore the exact floor of the real
-// quotient, except a / b (rounded) for 0 <= a < b. The floor is computed here in double, which is
-// exact for quotients below 2^24 (a non-integer quotient of two floats lies at least 2^-24 from
-// an integer, more than double's rounding error); larger ones clamp to `last` either way.
-float ClampedFloorDivide(float a, float b, float last) {
-  if (a < 0.0f) return 0.0f;
-  if (a < b) return std::min(a / b, last);
-  const double q = std::floor(static_cast<double>(a) / static_cast<double>(b));
-  return static_cast<float>(std::min(q, static_cast<double>(last)));
-}
+// What every candidate's error shares: the source bin width and each bin's density, which depend
+// on the histogram only (PyTorch recomputes them per candidate, with the same values), and the
+// buffer the per-bin errors go to.
+struct L2SearchContext {
+  double bin_width;            // (max_val.item() - min_val.item()) / bins: Python doubles
+  float bw;                    // the same as the float32 PyTorch's tensors see
+  std::vector<float> density;  // hist / bin_width, float32
+  std::vector<float> norms;    // per-bin errors of the candidate being evaluated
+};
 
-// _get_norm: density * (end^3 - begin^3) / 3, in float32.
-float Norm(float begin, float end, float density) {
-  const float n = (end * end * end - begin * begin * begin) / 3.0f;
-  return density * n;
-}
-
-double TorchQuantizationError(const std::vector<float>& hist, float min_val, float max_val,
-                              int start_bin, int end_bin, int dst_nbins) {
+L2SearchContext MakeL2SearchContext(const std::vector<float>& hist, float min_val,
+                                    float max_val) {
+  L2SearchContext c;
   const int bins = static_cast<int>(hist.size());
-  // bin_width = (max_val.item() - min_val.item()) / bins: Python doubles.
-  const double bin_width = (static_cast<double>(max_val) - static_cast<double>(min_val)) / bins;
+  c.bin_width = (static_cast<double>(max_val) - static_cast<double>(min_val)) / bins;
+  c.bw = static_cast<float>(c.bin_width);
+  c.density.resize(hist.size());
+  c.norms.resize(hist.size());
+  for (size_t i = 0; i < hist.size(); ++i) c.density[i] = hist[i] / c.bw;
+  return c;
+}
+
+// _compute_quantization_error: the per-bin errors by the Highway kernel (PyTorch's float32
+// arithmetic, see kernels/histogram/torch_l2_error.h), summed here.
+double TorchQuantizationError(L2SearchContext& c, int start_bin, int end_bin, int dst_nbins) {
   const double dst_bin_width =
-      bin_width * static_cast<double>(end_bin - start_bin + 1) / dst_nbins;
+      c.bin_width * static_cast<double>(end_bin - start_bin + 1) / dst_nbins;
   if (dst_bin_width == 0.0) return 0.0;
   // Python scalars meet float32 tensors: they are rounded to float32.
-  const float bw = static_cast<float>(bin_width);
-  const float dbw = static_cast<float>(dst_bin_width);
-  const float half = static_cast<float>(dst_bin_width / 2);
-  const float neg_half = static_cast<float>(-dst_bin_width / 2);
-  const float last = static_cast<float>(dst_nbins - 1);
-  const float middle = (half * half * half - neg_half * neg_half * neg_half) / 3.0f;
-  double sum = 0.0;
-  for (int i = 0; i < bins; ++i) {
-    const float src_begin = static_cast<float>(i - start_bin) * bw;
-    const float src_end = src_begin + bw;
-    const float dst_begin = ClampedFloorDivide(src_begin, dbw, last);
-    const float dst_begin_center = (dst_begin + 0.5f) * dbw;
-    const float dst_end = ClampedFloorDivide(src_end, dbw, last);
-    const float density = hist[static_cast<size_t>(i)] / bw;
-    float norm = 0.0f;
-    norm += Norm(src_begin - dst_begin_center, half, density);
-    norm += (dst_end - dst_begin - 1.0f) * (density * middle);
-    const float dst_end_center = dst_end * dbw + half;
-    norm += Norm(neg_half, src_end - dst_end_center, density);
-    sum += norm;
+  kernels::TorchL2Grid grid;
+  grid.bw = c.bw;
+  grid.dbw = static_cast<float>(dst_bin_width);
+  grid.half = static_cast<float>(dst_bin_width / 2);
+  grid.neg_half = static_cast<float>(-dst_bin_width / 2);
+  grid.middle =
+      (grid.half * grid.half * grid.half - grid.neg_half * grid.neg_half * grid.neg_half) / 3.0f;
+  grid.last = static_cast<float>(dst_nbins - 1);
+  grid.start_bin = start_bin;
+  if (grid.dbw > 0.0f) {
+    kernels::TorchL2BinErrors(c.density.data(), c.density.size(), grid, c.norms.data());
+  } else {
+    // A destination width that underflows float32 (ranges near 1e-40) is outside the kernel's
+    // preconditions; the scalar loop divides by zero as PyTorch's tensors would.
+    kernels::TorchL2BinErrorsRef(c.density.data(), c.density.size(), grid, c.norms.data());
   }
   // norm.sum().item(): a float32 sum (PyTorch's own summation order differs from ours; the
-  // double sum rounded once is within an ulp of it, see histogram_conformance_test).
+  // double sum, in bin order, rounded once is within an ulp of it, see
+  // histogram_conformance_test).
+  double sum = 0.0;
+  for (const float norm : c.norms) sum += norm;
   return static_cast<float>(sum);
 }
 
@@ -377,6 +518,7 @@ ClipRange TorchL2Range(const Histogram& h, int dst_nbins) {
     csum[i] = static_cast<float>(total_d);
   }
   const double total = static_cast<float>(total_d);
+  L2SearchContext context = MakeL2SearchContext(hist, min_val, max_val);
   const double stepsize = 1e-5;
   double alpha = 0.0, beta = 1.0;
   int start_bin = 0, end_bin = bins - 1;
@@ -400,7 +542,7 @@ ClipRange TorchL2Range(const Histogram& h, int dst_nbins) {
     }
     if (next_start_bin == start_bin && next_end_bin == end_bin) continue;
     const double norm =
-        TorchQuantizationError(hist, min_val, max_val, next_start_bin, next_end_bin, dst_nbins);
+        TorchQuantizationError(context, next_start_bin, next_end_bin, dst_nbins);
     if (norm > norm_min) break;
     norm_min = norm;
     start_bin = next_start_bin;

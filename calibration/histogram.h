@@ -98,6 +98,30 @@ struct AbsHistogram {
 AbsHistogram FoldAbs(const Histogram& h, int bins);
 
 // ---------------------------------------------------------------------------------------------
+// Batch statistics on both cores.
+//
+// Above kParallelMinElements, the two passes over a batch (its range, then its bins) each run on
+// up to kMaxWorkers threads (at most the machine's hardware threads; the caller's thread is one
+// of them): the batch is cut into chunks of kParallelChunk elements that the workers take in
+// turn, each worker accumulates its own min/max/NaN count or bin counts with the Highway
+// kernels, and the workers' results are combined. Min, max, NaN counts and bin counts are exact
+// selections or integer sums, so the result is identical to one pass over the whole batch,
+// whatever the split (but for the sign of a zero min or max, which the SIMD min/max reduction
+// leaves to lane order anyway: -0 == +0). Below the threshold a thread costs more than it saves.
+inline constexpr size_t kParallelMinElements = size_t{1} << 18;
+inline constexpr size_t kParallelChunk = size_t{1} << 17;
+inline constexpr int kMaxWorkers = 2;
+
+// The range of x[0, n): min and max of the non-NaN values (infinities included) and the NaN
+// count; min = +Inf, max = -Inf when there is no such value.
+struct BatchMinMax {
+  float min;
+  float max;
+  size_t nan_count;
+};
+BatchMinMax ParallelMinMax(const float* x, size_t n);
+
+// ---------------------------------------------------------------------------------------------
 // Compute many: clipping ranges from one histogram.
 enum class RangeMethod {
   kMax,         // the observed [min, max]

@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "calibration/observer_util.h"
 #include "core/status_macros.h"
-#include "quant/quantize_tensor.h"
 
 namespace qlab::calibration {
 namespace {
@@ -54,9 +53,10 @@ class HistogramFamilyObserver final : public Observer {
 
   absl::Status Observe(const Tensor& x) override {
     QLAB_RETURN_IF_ERROR(internal::CheckObservable(x, spec()));
-    QLAB_ASSIGN_OR_RETURN(Range r, TensorMinMax(x));
     const float* data = x.data<float>();
     const size_t n = static_cast<size_t>(x.numel());
+    // Both cores above a size threshold (histogram.h); same result as TensorMinMax.
+    BatchMinMax r = ParallelMinMax(data, n);
     if (r.nan_count > 0 || std::isinf(r.min) || std::isinf(r.max)) {
       const internal::NonFiniteScan scan = internal::ScanNonFinite(data, n);
       if (!options_.skip_non_finite) return internal::NonFiniteError(spec(), x, scan);

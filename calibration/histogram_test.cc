@@ -2,11 +2,15 @@
 // exact), merge semantics, the percentile / entropy / MSE methods against brute-force
 // implementations written here from their published descriptions on the same histograms, and on
 // distributions whose optimal clip is known analytically; collect once / compute many through
-// the registry; histogram observer state and files; the NaN/Inf policy.
+// the registry; histogram observer state and files; the NaN/Inf policy; the batch passes split
+// over threads (identical to the scalar kernels' single pass) and the L2 search (identical to
+// PyTorch's per-bin division written out plainly).
 #include "calibration/histogram.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -15,6 +19,8 @@
 #include "calibration/histogram_observers.h"
 #include "calibration/registry.h"
 #include "gtest/gtest.h"
+#include "kernels/histogram/histogram_ref.h"
+#include "kernels/quantize/quantize_ref.h"
 
 namespace qlab::calibration {
 namespace {
@@ -312,6 +318,183 @@ TEST(RangeMethodsTest, AffinePercentileClipsBothTails) {
 
 // ---------------------------------------------------------------------------------------------
 // Observers: collect once / compute many, state, files, bad data.
+
+// --- Batch passes on several threads ----------------------------------------------------------
+// Sizes around the parallel threshold and chunk boundaries; NaN and Inf sprinkled in. Min, max,
+// NaN counts and bin counts are exact: no tolerance.
+std::vector<size_t> ParallelSizes() {
+  return {kParallelMinElements - 1, kParallelMinElements, kParallelMinElements + 1,
+          3 * kParallelChunk + 5, 7 * kParallelChunk - 3};
+}
+
+std::vector<float> WithNonFinite(std::vector<float> x, uint32_t seed, bool nan, bool inf) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<size_t> pos(0, x.size() - 1);
+  for (int k = 0; k < 5; ++k) {
+    if (nan) x[pos(rng)] = std::numeric_limits<float>::quiet_NaN();
+    if (inf) x[pos(rng)] = k % 2 == 0 ? std::numeric_limits<float>::infinity()
+                                      : -std::numeric_limits<float>::infinity();
+  }
+  return x;
+}
+
+TEST(ParallelBatchTest, MinMaxEqualsOnePass) {
+  uint32_t seed = 7000;
+  for (size_t n : ParallelSizes()) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const std::vector<float> x =
+          WithNonFinite(Sample(Dist::kNormal, n, seed, 2.0f), seed + 1, variant >= 1, variant == 2);
+      ++seed;
+      const kernels::MinMaxResult expected = kernels::MinMaxRef(x.data(), n);
+      const BatchMinMax got = ParallelMinMax(x.data(), n);
+      EXPECT_EQ(got.min, expected.min) << "n " << n << " seed " << seed;
+      EXPECT_EQ(got.max, expected.max) << "n " << n << " seed " << seed;
+      EXPECT_EQ(got.nan_count, expected.nan_count) << "n " << n << " seed " << seed;
+    }
+  }
+}
+
+TEST(ParallelBatchTest, BatchCountsEqualTheScalarKernel) {
+  uint32_t seed = 7100;
+  for (size_t n : ParallelSizes()) {
+    const std::vector<float> x =
+        WithNonFinite(Sample(Dist::kNormal, n, seed, 3.0f), seed + 1, true, false);
+    seed += 2;
+    const kernels::MinMaxResult r = kernels::MinMaxRef(x.data(), n);
+    // kExact: bins over the exact range.
+    Histogram exact(2048, HistogramBinning::kExact);
+    exact.Add(x.data(), n, r.min, r.max);
+    std::vector<int64_t> expected(2048, 0);
+    kernels::HistogramAccumulateRef(x.data(), n, {r.min, r.max, 2048}, expected.data());
+    ASSERT_EQ(exact.counts(), std::vector<double>(expected.begin(), expected.end())) << "n " << n;
+    // kTorch113: torch.histc over [trunc(min), trunc(max)].
+    Histogram torch(2048, HistogramBinning::kTorch113);
+    torch.Add(x.data(), n, r.min, r.max);
+    std::fill(expected.begin(), expected.end(), 0);
+    kernels::HistogramAccumulateRef(x.data(), n, {std::trunc(r.min), std::trunc(r.max), 2048},
+                                    expected.data());
+    ASSERT_EQ(torch.counts(), std::vector<double>(expected.begin(), expected.end()))
+        << "n " << n;
+  }
+}
+
+// --- The L2 search ----------------------------------------------------------------------------
+// PyTorch 1.13's _non_linear_param_search and _compute_quantization_error written out plainly:
+// every quantity recomputed per candidate and bin, the floor division as one double division
+// (exact for the quotients that occur). TorchL2Range precomputes the densities and computes the
+// per-bin errors with the Highway kernel (kernels/histogram/torch_l2_error.h); it must return the
+// same range, bit for bit.
+uint32_t Bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+float PlainFloorDivide(float a, float b, float last) {
+  if (a < 0.0f) return 0.0f;
+  if (a < b) return std::min(a / b, last);
+  return static_cast<float>(
+      std::min(std::floor(static_cast<double>(a) / b), static_cast<double>(last)));
+}
+
+float PlainNorm(float begin, float end, float density) {
+  return density * ((end * end * end - begin * begin * begin) / 3.0f);
+}
+
+double PlainL2Error(const std::vector<float>& hist, float min_val, float max_val, int start_bin,
+                    int end_bin, int dst_nbins) {
+  const int bins = static_cast<int>(hist.size());
+  const double bin_width = (static_cast<double>(max_val) - min_val) / bins;
+  const double dst_bin_width = bin_width * (end_bin - start_bin + 1) / dst_nbins;
+  if (dst_bin_width == 0.0) return 0.0;
+  const float bw = static_cast<float>(bin_width), dbw = static_cast<float>(dst_bin_width);
+  const float half = static_cast<float>(dst_bin_width / 2);
+  const float neg_half = static_cast<float>(-dst_bin_width / 2);
+  const float last = static_cast<float>(dst_nbins - 1);
+  double sum = 0.0;
+  for (int i = 0; i < bins; ++i) {
+    const float src_begin = static_cast<float>(i - start_bin) * bw;
+    const float src_end = src_begin + bw;
+    const float dst_begin = PlainFloorDivide(src_begin, dbw, last);
+    const float dst_end = PlainFloorDivide(src_end, dbw, last);
+    const float density = hist[static_cast<size_t>(i)] / bw;
+    float norm = 0.0f;
+    norm += PlainNorm(src_begin - (dst_begin + 0.5f) * dbw, half, density);
+    norm += (dst_end - dst_begin - 1.0f) *
+            (density * ((half * half * half - neg_half * neg_half * neg_half) / 3.0f));
+    norm += PlainNorm(neg_half, src_end - (dst_end * dbw + half), density);
+    sum += norm;
+  }
+  return static_cast<float>(sum);
+}
+
+ClipRange PlainL2Range(const Histogram& h, int dst_nbins) {
+  const int bins = h.bins();
+  const std::vector<float> hist(h.counts().begin(), h.counts().end());
+  double total_d = 0.0;
+  std::vector<float> csum(hist.size());
+  for (size_t i = 0; i < hist.size(); ++i) csum[i] = static_cast<float>(total_d += hist[i]);
+  const double total = static_cast<float>(total_d);
+  double alpha = 0.0, beta = 1.0, norm_min = std::numeric_limits<double>::infinity();
+  int start_bin = 0, end_bin = bins - 1;
+  while (alpha < beta) {
+    const double next_alpha = alpha + 1e-5, next_beta = beta - 1e-5;
+    int l = start_bin, r = end_bin;
+    while (l < end_bin && csum[static_cast<size_t>(l)] < static_cast<float>(next_alpha * total)) {
+      ++l;
+    }
+    while (r > start_bin && csum[static_cast<size_t>(r)] > static_cast<float>(next_beta * total)) {
+      --r;
+    }
+    int next_start = start_bin, next_end = end_bin;
+    if (l - start_bin > end_bin - r) {
+      next_start = l;
+      alpha = next_alpha;
+    } else {
+      next_end = r;
+      beta = next_beta;
+    }
+    if (next_start == start_bin && next_end == end_bin) continue;
+    const double norm = PlainL2Error(hist, h.min(), h.max(), next_start, next_end, dst_nbins);
+    if (norm > norm_min) break;
+    norm_min = norm;
+    start_bin = next_start;
+    end_bin = next_end;
+  }
+  const float bin_width = (h.max() - h.min()) / static_cast<float>(bins);
+  return {h.min() + bin_width * static_cast<float>(start_bin),
+          h.min() + bin_width * static_cast<float>(end_bin + 1)};
+}
+
+TEST(TorchL2RangeTest, EqualsThePlainSearchBitForBit) {
+  // Ranges from tiny to huge (beyond 1e12, where empty bins are visited too), data from narrow
+  // spikes to heavy tails, 8-bit and 32-bit destination grids (the latter takes the division
+  // path for large quotients).
+  const float scales[] = {1e-30f, 1e-3f, 1.0f, 37.5f, 1e6f, 1e13f};
+  const Dist dists[] = {Dist::kNormal, Dist::kLaplace, Dist::kUniformPositive};
+  uint32_t seed = 7200;
+  int compared = 0;
+  for (float scale : scales) {
+    for (Dist d : dists) {
+      for (int bins : {2048, 37}) {
+        const std::vector<float> x = Sample(d, 20000, seed++, scale);
+        const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+        Histogram h(bins, HistogramBinning::kExact);
+        h.Add(x.data(), x.size(), *lo, *hi);
+        for (int dst_nbins : {256, 1 << 30}) {
+          const ClipRange ours = TorchL2Range(h, dst_nbins);
+          const ClipRange plain = PlainL2Range(h, dst_nbins);
+          EXPECT_EQ(Bits(ours.min), Bits(plain.min))
+              << "scale " << scale << " bins " << bins << " dst " << dst_nbins << " seed " << seed;
+          EXPECT_EQ(Bits(ours.max), Bits(plain.max))
+              << "scale " << scale << " bins " << bins << " dst " << dst_nbins << " seed " << seed;
+          ++compared;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 72);
+}
 
 TEST(HistogramObserverTest, CollectOnceComputeMany) {
   auto entropy = CreateObserver("entropy").value();
