@@ -389,9 +389,11 @@ absl::StatusOr<nlohmann::json> PerLayerInt8Difference(const Graph& converted, In
 
 }  // namespace
 
-std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
-                            const std::vector<std::string>& roots) {
-  Sha256 hasher;
+std::vector<std::string> RelativeImageNames(const data::Dataset& dataset,
+                                            const std::vector<int64_t>& order,
+                                            const std::vector<std::string>& roots) {
+  std::vector<std::string> names;
+  names.reserve(order.size());
   for (const int64_t i : order) {
     const std::string full_name = dataset.name(i);
     absl::string_view name = full_name;
@@ -401,6 +403,15 @@ std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int6
         break;
       }
     }
+    names.emplace_back(name);
+  }
+  return names;
+}
+
+std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int64_t>& order,
+                            const std::vector<std::string>& roots) {
+  Sha256 hasher;
+  for (const std::string& name : RelativeImageNames(dataset, order, roots)) {
     hasher.Update(name);
     hasher.Update("\n");
   }
@@ -596,6 +607,7 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
         {"data_root", root},
         {"calibration_images", static_cast<int64_t>(calib_order.size())},
         {"calibration_image_list_sha256", ImageListDigest(*calib_set, calib_order, image_roots)},
+        {"calibration_image_names", RelativeImageNames(*calib_set, calib_order, image_roots)},
         {"eval_images", static_cast<int64_t>(eval_order.size())},
         {"eval_image_list_sha256", ImageListDigest(eval_set, eval_order, image_roots)}}},
       {"provenance", CollectProvenance().ToJson()},

@@ -71,6 +71,12 @@ struct PtqConfig {
 // granularity; non-positive counts); errors of the steps (missing data, bad weights) otherwise.
 absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config);
 
+// The names of `dataset`'s images in `order`, each made relative to the first of `roots` it
+// starts with (records list the calibration images this way).
+std::vector<std::string> RelativeImageNames(const data::Dataset& dataset,
+                                            const std::vector<int64_t>& order,
+                                            const std::vector<std::string>& roots);
+
 // SHA-256 over the names of `dataset`'s images in `order`, each made relative to the first of
 // `roots` (the data root, the extraction cache) it starts with, so that the same images give
 // the same digest wherever the data and the cache live.
