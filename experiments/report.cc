@@ -137,7 +137,7 @@ std::string PageStart(const std::string& title) {
 }
 
 // Commit(s), machine, build, images: where the numbers come from.
-std::string MetaLine(const std::vector<nlohmann::json>& records) {
+std::string MetaLine(const std::vector<nlohmann::json>& records, size_t runs) {
   std::vector<std::string> commits, machines, modes;
   std::vector<std::string> eval, calib;
   bool dirty = false;
@@ -152,7 +152,7 @@ std::string MetaLine(const std::vector<nlohmann::json>& records) {
     const nlohmann::json* d = Find(r, {"provenance", "git_dirty"});
     dirty = dirty || (d != nullptr && d->is_boolean() && d->get<bool>());
   }
-  return absl::StrCat("<p class=\"meta\">", records.size(), " runs &middot; commit ",
+  return absl::StrCat("<p class=\"meta\">", runs, " runs &middot; commit ",
                       HtmlEscape(absl::StrJoin(Unique(commits), ", ")),
                       dirty ? " (uncommitted changes)" : "", " &middot; ",
                       HtmlEscape(absl::StrJoin(Unique(machines), "; ")), " &middot; build ",
@@ -532,7 +532,7 @@ std::string RenderReport(const std::vector<nlohmann::json>& records, const Repor
     absl::StrAppend(&html, "<p class=\"meta\">Produced by <code>", HtmlEscape(options.command),
                     "</code></p>\n");
   }
-  html += MetaLine(records);
+  html += MetaLine(records, records.size());
   if (records.empty()) {
     html += "<p class=\"note\">No records.</p>\n</body>\n</html>\n";
     return html;
@@ -568,7 +568,8 @@ std::string RenderSensitivityReport(const nlohmann::json& s) {
     absl::StrAppend(&html, "<p class=\"meta\">Produced by <code>",
                     HtmlEscape(command->get<std::string>()), "</code></p>\n");
   }
-  html += MetaLine({s});
+  const nlohmann::json* runs = Find(s, {"runs"});
+  html += MetaLine({s}, runs != nullptr && runs->is_array() ? runs->size() : 1);
   const double fp32 = Number(s, {"fp32_top1"}).value_or(0.0);
   const double all_q = Number(s, {"all_quantized_top1"}).value_or(0.0);
   std::vector<std::string> keep;
@@ -580,10 +581,7 @@ std::string RenderSensitivityReport(const nlohmann::json& s) {
   absl::StrAppend(&html, "<p class=\"note\">FP32 ", Percent(fp32), " %, every layer quantized ",
                   Percent(all_q), " % (", absl::StrFormat("%+.2f", 100.0 * (all_q - fp32)),
                   " points). ");
-  if (keep.empty()) {
-    html += "No layer stands out: keeping any single layer in float recovers less than the "
-            "threshold. ";
-  } else {
+  if (!keep.empty()) {
     absl::StrAppend(&html, "Suggested to keep in higher precision: <b>",
                     HtmlEscape(absl::StrJoin(keep, ", ")), "</b>");
     if (const auto t = Number(s, {"suggestion", "top1"})) {

@@ -70,8 +70,9 @@ nlohmann::json AnalyzeSensitivity(double fp32_top1, double all_quantized_top1,
   std::string reason;
   if (gap < options.min_gain_points) {
     reason = absl::StrFormat(
-        "The fully quantized model is within %.2f points of FP32 (threshold %.2f): nothing to "
-        "recover.", gap, options.min_gain_points);
+        "The fully quantized model is %+.2f points from FP32, within the %.2f-point noise "
+        "threshold: nothing to recover, and the per-layer differences are noise.",
+        -gap, options.min_gain_points);
   } else {
     double recovered = 0.0;
     for (const size_t i : by_recovery) {

@@ -40,6 +40,9 @@ ABSL_FLAG(double, min_gain_points, 0.0,
 ABSL_FLAG(int, max_suggestions, 3, "at most this many layers suggested for float");
 ABSL_FLAG(bool, verify, true, "measure the suggestion with one more run");
 ABSL_FLAG(int, threads, 2, "threads of the fast engine");
+ABSL_FLAG(std::string, from_record, "",
+          "render <out>/sensitivity.html from an existing sensitivity.json instead of running "
+          "(after report changes)");
 ABSL_FLAG(std::string, out, "",
           "output folder; default: a new results/sensitivity/<model>-<quantizer>-<N>");
 
@@ -85,6 +88,16 @@ absl::Status Main(int argc, char** argv) {
                                         "-", n));
       if (!FileExists(out)) break;
     }
+  }
+  if (const std::string from = absl::GetFlag(FLAGS_from_record); !from.empty()) {
+    if (absl::GetFlag(FLAGS_out).empty()) {
+      return absl::InvalidArgumentError("--from_record needs --out (a folder for the page)");
+    }
+    QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, ReadJsonFile(UnderWorkspace(from)));
+    const std::string page = absl::StrCat(out, "/sensitivity.html");
+    QLAB_RETURN_IF_ERROR(WriteTextFile(page, RenderSensitivityReport(record), false));
+    std::printf("%s\n", page.c_str());
+    return absl::OkStatus();
   }
   const std::string json_path = absl::StrCat(out, "/sensitivity.json");
   const std::string html_path = absl::StrCat(out, "/sensitivity.html");

@@ -175,7 +175,8 @@ std::string Open(int width, double height, const std::string& title) {
 }
 
 std::string AxisNote(const std::vector<double>& ticks, bool bars) {
-  if (!bars || ticks.empty() || ticks.front() == 0.0) return "";
+  // Only when 0 is outside the axis: with 0 inside, bars grow from it and lengths are honest.
+  if (!bars || ticks.empty() || (ticks.front() <= 0.0 && ticks.back() >= 0.0)) return "";
   return absl::StrCat("y axis starts at ", absl::StrFormat("%g", ticks.front()),
                       ", not 0: bar heights show differences");
 }
