@@ -4,8 +4,8 @@
 //   bazel run //experiments:ptq -- --model=resnet20 --quantizer=x86 --calibrator=entropy
 //   bazel run //experiments:ptq -- --model=resnet56 --eval_images=2000 --out=runs/r56
 //
-// For each model: calibrate on a seeded subset of the CIFAR-10 training images, convert, evaluate
-// FP32 and fake-quant on the test images, write <out>/<model>.json (refusing to overwrite) and
+// For each model: calibrate on a seeded subset of the CIFAR-10 training images, convert, lower to
+// the int8 kernels, evaluate FP32, fake-quant and int8 on the test images, write <out>/<model>.json (refusing to overwrite) and
 // append a summary line to <out>/summary.csv. Same flags and seeds give the same records apart
 // from their "timing" sections.
 #include <cstdio>
@@ -115,22 +115,28 @@ absl::Status Main() {
     const nlohmann::json& r = record["results"];
     const double fp32 = r["fp32"]["top1"].get<double>();
     const double fq = r["fake_quant"]["top1"].get<double>();
-    std::printf("%s  %s/%s  fp32 %.2f %%  fake-quant %.2f %%  (%+.2f)  agreement %.2f %%  -> %s\n",
-                model.c_str(), config.quantizer.c_str(),
-                record["config"]["calibrator"].get<std::string>().c_str(), 100 * fp32, 100 * fq,
-                100 * (fq - fp32),
-                100 * r["prediction_agreement_fp32_fake_quant"].get<double>(),
-                record_path.c_str());
+    // int8 numbers when the graph was lowered (-1 otherwise: a layer left in float).
+    const double int8 = r["int8"].value("top1", -1.0);
+    const double int8_agreement = r["int8"].value("prediction_agreement_int8_fake_quant", -1.0);
+    std::printf(
+        "%s  %s/%s  fp32 %.2f %%  fake-quant %.2f %% (%+.2f)  int8 %.2f %% (%+.2f, %.2f %% same "
+        "predictions as fake-quant)  -> %s\n",
+        model.c_str(), config.quantizer.c_str(),
+        record["config"]["calibrator"].get<std::string>().c_str(), 100 * fp32, 100 * fq,
+        100 * (fq - fp32), 100 * int8, 100 * (int8 - fp32), 100 * int8_agreement,
+        record_path.c_str());
     QLAB_RETURN_IF_ERROR(AppendCsvRow(
         absl::StrCat(out, "/summary.csv"),
         {"model", "quantizer", "calibrator", "weight_granularity", "calib_images", "calib_seed",
-         "eval_images", "fp32_top1", "fake_quant_top1", "agreement", "git_commit"},
+         "eval_images", "fp32_top1", "fake_quant_top1", "int8_top1", "agreement_fp32_fake_quant",
+         "agreement_int8_fake_quant", "git_commit"},
         {model, config.quantizer, record["config"]["calibrator"].get<std::string>(),
          config.weight_granularity, std::to_string(config.calib_images),
          std::to_string(config.calib_seed),
          std::to_string(record["inputs"]["eval_images"].get<int64_t>()),
-         absl::StrFormat("%.4f", fp32), absl::StrFormat("%.4f", fq),
+         absl::StrFormat("%.4f", fp32), absl::StrFormat("%.4f", fq), absl::StrFormat("%.4f", int8),
          absl::StrFormat("%.4f", r["prediction_agreement_fp32_fake_quant"].get<double>()),
+         absl::StrFormat("%.4f", int8_agreement),
          record["provenance"]["git_commit"].get<std::string>()}));
   }
   return absl::OkStatus();
