@@ -13,8 +13,7 @@ namespace qlab {
 namespace {
 
 double SteadySeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -43,8 +42,8 @@ ProgressLine::ProgressLine(std::string label, int64_t total, std::string unit, F
 std::string ProgressLine::Line() const {
   const double elapsed = clock_() - start_;
   const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
-  std::string line = absl::StrFormat("%s  %d/%d %s  %.1f %s/s", label_, done_, total_, unit_,
-                                     rate, unit_);
+  std::string line =
+      absl::StrFormat("%s  %d/%d %s  %.1f %s/s", label_, done_, total_, unit_, rate, unit_);
   if (finished_) {
     absl::StrAppendFormat(&line, "  %s", FormatDuration(elapsed));
   } else if (rate > 0 && total_ > done_) {

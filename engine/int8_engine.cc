@@ -47,20 +47,20 @@ struct ValueInfo {
 };
 
 enum class StepKind : uint8_t {
-  kQuantize,         // f32 -> u8
-  kDequantize,       // u8 -> f32
-  kConv,             // u8 -> u8 or f32 (int8 conv / linear with its output stage)
-  kQAdd,             // u8 + u8 -> u8
-  kQMaxPool,         // u8 -> u8
-  kQGlobalAvgPool,   // u8 -> u8
-  kF32Add,           // f32 + f32 -> f32 (+ relu)
-  kF32Relu,          // f32 -> f32
-  kF32MaxPool,       // f32 -> f32
-  kF32AvgPool,       // f32 -> f32
-  kF32GlobalAvgPool, // f32 -> f32
-  kSlice,            // any element type
-  kChannelPad,       // any element type; fill = the value of 0.0
-  kFlatten,          // any element type: NHWC [h,w,c] -> PyTorch's (c, h, w) order
+  kQuantize,          // f32 -> u8
+  kDequantize,        // u8 -> f32
+  kConv,              // u8 -> u8 or f32 (int8 conv / linear with its output stage)
+  kQAdd,              // u8 + u8 -> u8
+  kQMaxPool,          // u8 -> u8
+  kQGlobalAvgPool,    // u8 -> u8
+  kF32Add,            // f32 + f32 -> f32 (+ relu)
+  kF32Relu,           // f32 -> f32
+  kF32MaxPool,        // f32 -> f32
+  kF32AvgPool,        // f32 -> f32
+  kF32GlobalAvgPool,  // f32 -> f32
+  kSlice,             // any element type
+  kChannelPad,        // any element type; fill = the value of 0.0
+  kFlatten,           // any element type: NHWC [h,w,c] -> PyTorch's (c, h, w) order
 };
 
 struct Step {
@@ -154,8 +154,8 @@ void NhwcToNchw(const T* in, int64_t n, int64_t c, int64_t hw, T* out) {
 }  // namespace
 
 std::string LoweringReport::Summary() const {
-  std::string s = absl::StrCat(integer_steps.size(), " integer steps, ", float_steps.size(),
-                               " float steps");
+  std::string s =
+      absl::StrCat(integer_steps.size(), " integer steps, ", float_steps.size(), " float steps");
   if (!float_steps.empty()) absl::StrAppend(&s, ": ", absl::StrJoin(float_steps, "; "));
   return s;
 }
@@ -319,9 +319,8 @@ absl::Status Int8Engine::Impl::CompileConv(const Node& node) {
         const float expected = xi.scale * wp.scales[wp.scales.size() == 1 ? 0 : o];
         step.bias[o] = bias_scale == expected
                            ? q[o]
-                           : static_cast<int32_t>(std::nearbyint(q[o] * static_cast<double>(
-                                                                            bias_scale) /
-                                                                 acc_scale[o]));
+                           : static_cast<int32_t>(std::nearbyint(
+                                 q[o] * static_cast<double>(bias_scale) / acc_scale[o]));
       }
     } else if (b.op == OpKind::kParameter && b.value.dtype() == DType::kFloat32) {
       const float* bf = b.value.data<float>();
@@ -396,8 +395,13 @@ absl::Status Int8Engine::Impl::CompileAdd(const Node& node) {
     if (am < 256.0f && bm < 256.0f) {
       Step step{StepKind::kQAdd};
       step.inputs = {a, b};
-      step.add = {values[a].zero_point, am, values[b].zero_point, bm, out.zero_point,
-                  relu ? std::max(out.zero_point, out.qmin) : out.qmin, out.qmax};
+      step.add = {values[a].zero_point,
+                  am,
+                  values[b].zero_point,
+                  bm,
+                  out.zero_point,
+                  relu ? std::max(out.zero_point, out.qmin) : out.qmin,
+                  out.qmax};
       out.name = g.node(q).name;
       step.output = NewValue(out);
       value_of[q] = step.output;
@@ -440,8 +444,8 @@ absl::Status Int8Engine::Impl::CompilePool(const Node& node) {
     global = true;
   } else if (node.op == OpKind::kAvgPool2d) {
     const Pool2dAttrs& a = node.attr<Pool2dAttrs>();
-    global = a.kernel[0] == xi.h && a.kernel[1] == xi.w && a.padding[0] == 0 &&
-             a.padding[1] == 0 && out.h == 1 && out.w == 1;
+    global = a.kernel[0] == xi.h && a.kernel[1] == xi.w && a.padding[0] == 0 && a.padding[1] == 0 &&
+             out.h == 1 && out.w == 1;
   }
   if (global) {
     const NodeId q = SoleUser(g, node.id);
@@ -459,8 +463,8 @@ absl::Status Int8Engine::Impl::CompilePool(const Node& node) {
       quantize_node_value[g.node(q).name] = step.output;
       absorbed[q] = true;
       AddStep(std::move(step));
-      report.integer_steps.push_back(absl::StrCat(OpKindName(node.op), " %", node.name,
-                                                  " -> int8 global average pool"));
+      report.integer_steps.push_back(
+          absl::StrCat(OpKindName(node.op), " %", node.name, " -> int8 global average pool"));
       return absl::OkStatus();
     }
     Step step{StepKind::kF32GlobalAvgPool};
@@ -528,8 +532,7 @@ absl::Status Int8Engine::Impl::CompilePool(const Node& node) {
 absl::Status Int8Engine::Impl::CompileLayout(const Node& node) {
   QLAB_ASSIGN_OR_RETURN(const int x, ValueOf(node, node.inputs[0]));
   const ValueInfo& xi = values[x];
-  if (node.op == OpKind::kIdentity ||
-      (node.op == OpKind::kFlatten && xi.h == 1 && xi.w == 1)) {
+  if (node.op == OpKind::kIdentity || (node.op == OpKind::kFlatten && xi.h == 1 && xi.w == 1)) {
     value_of[node.id] = x;  // the same bytes: [N,1,1,C] and [N,C] coincide in NHWC
     return absl::OkStatus();
   }
@@ -687,8 +690,8 @@ void Int8Engine::Impl::RunStep(size_t index) {
     }
     case StepKind::kQGlobalAvgPool: {
       std::vector<int32_t> acc(n * in.c);
-      kernels::QGlobalAvgPoolU8_NHWC(Buffer(step.inputs[0]), n, in.h * in.w, in.c,
-                                     step.global_avg, acc.data(), Buffer(step.output));
+      kernels::QGlobalAvgPoolU8_NHWC(Buffer(step.inputs[0]), n, in.h * in.w, in.c, step.global_avg,
+                                     acc.data(), Buffer(step.output));
       break;
     }
     case StepKind::kF32Add:
@@ -774,9 +777,9 @@ absl::Status Int8Engine::Impl::Execute(const Tensor& input) {
   const ValueInfo& in = values[input_value];
   if (input.dtype() != DType::kFloat32 || input.rank() != 4 || input.dim(1) != in.c ||
       input.dim(2) != in.h || input.dim(3) != in.w || input.dim(0) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "int8 engine input ", input.DebugString(), " does not fit float32[N,", in.c, ",", in.h,
-        ",", in.w, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("int8 engine input ", input.DebugString(),
+                                                   " does not fit float32[N,", in.c, ",", in.h, ",",
+                                                   in.w, "]"));
   }
   batch = input.dim(0);
   auto& convs = convs_by_batch[batch];
@@ -788,10 +791,9 @@ absl::Status Int8Engine::Impl::Execute(const Tensor& input) {
       shape.batch = static_cast<size_t>(batch);
       QLAB_ASSIGN_OR_RETURN(
           kernels::QConvU8S8_NHWC conv,
-          kernels::QConvU8S8_NHWC::Create(shape, steps[i].input_zero_point,
-                                          steps[i].weights_ohwi.data(),
-                                          steps[i].bias.empty() ? nullptr : steps[i].bias.data(),
-                                          steps[i].conv_output));
+          kernels::QConvU8S8_NHWC::Create(
+              shape, steps[i].input_zero_point, steps[i].weights_ohwi.data(),
+              steps[i].bias.empty() ? nullptr : steps[i].bias.data(), steps[i].conv_output));
       convs[i].emplace(std::move(conv));
     }
   }

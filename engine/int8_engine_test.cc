@@ -67,8 +67,7 @@ void ExpectCloseToReference(const Converted& c, int64_t image_size, int threads,
   float max_abs = 0.0f, max_diff = 0.0f;
   for (int64_t i = 0; i < reference.numel(); ++i) {
     max_abs = std::max(max_abs, std::fabs(reference.data<float>()[i]));
-    max_diff = std::max(max_diff,
-                        std::fabs(actual->data<float>()[i] - reference.data<float>()[i]));
+    max_diff = std::max(max_diff, std::fabs(actual->data<float>()[i] - reference.data<float>()[i]));
   }
   // Float-output graphs (tensorrt) are measured against the int8 step of their logits' range.
   const float step = c.logit_step > 0.0f ? c.logit_step : max_abs / 127.0f;

@@ -53,9 +53,10 @@ absl::StatusOr<std::string> DefaultWeights(const ResNetSpec& spec, const std::st
   if (spec.family == ResNetFamily::kCifarOptionA) {
     return absl::StrCat(root, "/cifar10-resnet-akamaster/", spec.name, ".safetensors");
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--model=", spec.name, " has no bundled weights here: pass --weights=<file> (torchvision "
-      "checkpoints such as resnet18-f37072fd.pth load directly)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--model=", spec.name,
+                   " has no bundled weights here: pass --weights=<file> (torchvision "
+                   "checkpoints such as resnet18-f37072fd.pth load directly)"));
 }
 
 absl::Status Main() {
@@ -100,17 +101,17 @@ absl::Status Main() {
     auto engine = std::make_shared<Fp32Engine>(std::move(compiled));
     runner = [engine](const Tensor& images) { return engine->Run(images); };
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--engine=", engine_name,
-                                                   ": expected fast or reference"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--engine=", engine_name, ": expected fast or reference"));
   }
   EvalOptions eval_options;
   eval_options.batch_size = absl::GetFlag(FLAGS_batch_size);
   eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
-  QLAB_ASSIGN_OR_RETURN(EvalResult result, Evaluate(*dataset, order, *transform, runner,
-                                                    eval_options));
-  std::printf("%s fp32 on %lld images: top-1 %.2f %%, top-5 %.2f %% (%.1f s)\n",
-              spec.name.c_str(), static_cast<long long>(result.images), 100.0 * result.top1(),
-              100.0 * result.top5(), result.seconds);
+  QLAB_ASSIGN_OR_RETURN(EvalResult result,
+                        Evaluate(*dataset, order, *transform, runner, eval_options));
+  std::printf("%s fp32 on %lld images: top-1 %.2f %%, top-5 %.2f %% (%.1f s)\n", spec.name.c_str(),
+              static_cast<long long>(result.images), 100.0 * result.top1(), 100.0 * result.top5(),
+              result.seconds);
 
   const std::string out = absl::GetFlag(FLAGS_out);
   if (!out.empty()) {

@@ -51,26 +51,26 @@ absl::Status ValidateConfig(const PtqConfig& c) {
                                                    "\": expected per_channel or per_tensor"));
   }
   if (c.calib_images <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("calib_images must be > 0, got ",
-                                                   c.calib_images));
+    return absl::InvalidArgumentError(
+        absl::StrCat("calib_images must be > 0, got ", c.calib_images));
   }
   if (c.eval_images < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("eval_images must be >= 0, got ",
-                                                   c.eval_images));
+    return absl::InvalidArgumentError(
+        absl::StrCat("eval_images must be >= 0, got ", c.eval_images));
   }
   if (c.batch_size <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size must be > 0, got ", c.batch_size));
   }
   if (c.engine != "fast" && c.engine != "reference") {
-    return absl::InvalidArgumentError(absl::StrCat("engine \"", c.engine,
-                                                   "\": expected fast or reference"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine \"", c.engine, "\": expected fast or reference"));
   }
   if (c.threads < 1) {
     return absl::InvalidArgumentError(absl::StrCat("threads must be >= 1, got ", c.threads));
   }
   if (c.timing_runs < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("timing_runs must be >= 0, got ",
-                                                   c.timing_runs));
+    return absl::InvalidArgumentError(
+        absl::StrCat("timing_runs must be >= 0, got ", c.timing_runs));
   }
   if (!c.activation_scheme.empty() && c.activation_scheme != "affine" &&
       c.activation_scheme != "symmetric") {
@@ -78,12 +78,11 @@ absl::Status ValidateConfig(const PtqConfig& c) {
                                                    "\": expected affine or symmetric"));
   }
   if (c.sqnr_images < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("sqnr_images must be >= 0, got ",
-                                                   c.sqnr_images));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sqnr_images must be >= 0, got ", c.sqnr_images));
   }
   return LayerOverridesFromJson(nlohmann::json(c.layer_overrides), "layer_overrides").status();
 }
-
 
 // The weight spec per tensor (symmetric min-max) instead of the backend's per-channel one.
 absl::Status ApplyWeightGranularity(const PtqConfig& c, QuantizationConfig& config) {
@@ -124,8 +123,8 @@ absl::Status ReplaceActivationSpecs(QuantizationConfig& config, std::optional<QS
 // activation_scheme: per_tensor_affine or per_tensor_symmetric on the backend's dtype and range.
 absl::Status ApplyActivationScheme(const PtqConfig& c, QuantizationConfig& config) {
   if (c.activation_scheme.empty()) return absl::OkStatus();
-  const QScheme qscheme = c.activation_scheme == "symmetric" ? QScheme::kPerTensorSymmetric
-                                                             : QScheme::kPerTensorAffine;
+  const QScheme qscheme =
+      c.activation_scheme == "symmetric" ? QScheme::kPerTensorSymmetric : QScheme::kPerTensorAffine;
   return ReplaceActivationSpecs(config, qscheme, "");
 }
 
@@ -166,9 +165,8 @@ absl::Status CheckOverridesMatch(const PtqConfig& c, const Graph& model) {
       }
     }
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat("layer_overrides[\"", prefix,
-                                                     "\"]: no node of ", c.model,
-                                                     " has this name or prefix"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer_overrides[\"", prefix, "\"]: no node of ", c.model, " has this name or prefix"));
     }
   }
   return absl::OkStatus();
@@ -238,8 +236,8 @@ absl::StatusOr<nlohmann::json> TimeRunner(const BatchRunner& runner, int64_t bat
   const auto at = [&](double q) {
     return ms[std::min(ms.size() - 1, static_cast<size_t>(q * static_cast<double>(ms.size())))];
   };
-  return nlohmann::json{{"batch", batch}, {"runs", runs}, {"median_ms", at(0.5)},
-                        {"p90_ms", at(0.9)}};
+  return nlohmann::json{
+      {"batch", batch}, {"runs", runs}, {"median_ms", at(0.5)}, {"p90_ms", at(0.9)}};
 }
 
 // `graph` on the configured engine. The FP32 engine is compiled once and shared by the calls
@@ -255,7 +253,6 @@ absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& conf
   auto shared = std::make_shared<Fp32Engine>(std::move(engine));
   return BatchRunner([shared](const Tensor& images) { return shared->Run(images); });
 }
-
 
 // --- Per-layer quantization error -------------------------------------------------------------
 //
@@ -444,12 +441,12 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   PtqConfig resolved = config;
   if (resolved.weights.empty()) {
     if (spec.family != ResNetFamily::kCifarOptionA) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model ", spec.name, " has no bundled weights: pass weights (a torchvision .pth or a "
-          "safetensors file)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("model ", spec.name,
+                       " has no bundled weights: pass weights (a torchvision .pth or a "
+                       "safetensors file)"));
     }
-    resolved.weights = absl::StrCat(root, "/cifar10-resnet-akamaster/", spec.name,
-                                    ".safetensors");
+    resolved.weights = absl::StrCat(root, "/cifar10-resnet-akamaster/", spec.name, ".safetensors");
   }
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer, MakeQuantizer(resolved));
   if (resolved.calibrator.empty()) {
@@ -458,7 +455,7 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   if (resolved.activation_scheme.empty()) {
     resolved.activation_scheme =
         IsSymmetric(quantizer->default_config().input_activation->format().qscheme) ? "symmetric"
-                                                                                   : "affine";
+                                                                                    : "affine";
   }
 
   QLAB_ASSIGN_OR_RETURN(LoadedWeights weights, LoadWeights(resolved.weights));
@@ -516,9 +513,9 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   {
     data::LoaderOptions loader_options;
     loader_options.batch_size = resolved.batch_size;
-    QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
-                          data::BatchLoader::Create(*calib_set, calib_order, *transform,
-                                                    loader_options));
+    QLAB_ASSIGN_OR_RETURN(
+        std::unique_ptr<data::BatchLoader> loader,
+        data::BatchLoader::Create(*calib_set, calib_order, *transform, loader_options));
     std::optional<ProgressLine> progress;
     if (resolved.show_progress) {
       progress.emplace(absl::StrCat("calibrate ", spec.name, " ", resolved.calibrator),
@@ -543,15 +540,15 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
   QLAB_ASSIGN_OR_RETURN(const BatchRunner fp32_runner, MakeRunner(model, resolved));
   QLAB_ASSIGN_OR_RETURN(const BatchRunner fake_quant_runner, MakeRunner(converted, resolved));
-  QLAB_ASSIGN_OR_RETURN(const EvalResult fp32, Evaluate(eval_set, eval_order, *transform,
-                                                        fp32_runner, eval_options));
+  QLAB_ASSIGN_OR_RETURN(const EvalResult fp32,
+                        Evaluate(eval_set, eval_order, *transform, fp32_runner, eval_options));
   eval_options.label = absl::StrCat("eval ", spec.name, " fake-quant");
   QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant, Evaluate(eval_set, eval_order, *transform,
                                                               fake_quant_runner, eval_options));
   QLAB_ASSIGN_OR_RETURN(const double agreement, PredictionAgreement(fp32, fake_quant));
-  QLAB_ASSIGN_OR_RETURN(const nlohmann::json per_layer_sqnr,
-                        PerLayerSqnr(model, converted, eval_set, eval_order, *transform,
-                                     resolved.sqnr_images));
+  QLAB_ASSIGN_OR_RETURN(
+      const nlohmann::json per_layer_sqnr,
+      PerLayerSqnr(model, converted, eval_set, eval_order, *transform, resolved.sqnr_images));
 
   // int8: the lowered engine, when the graph lowers (a layer left in float does not yet).
   nlohmann::json int8_json;
@@ -561,13 +558,13 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
     auto shared = std::make_shared<Int8Engine>(std::move(*int8_engine));
     int8_runner = [shared](const Tensor& images) { return shared->Run(images); };
     eval_options.label = absl::StrCat("eval ", spec.name, " int8");
-    QLAB_ASSIGN_OR_RETURN(const EvalResult int8, Evaluate(eval_set, eval_order, *transform,
-                                                          *int8_runner, eval_options));
+    QLAB_ASSIGN_OR_RETURN(const EvalResult int8,
+                          Evaluate(eval_set, eval_order, *transform, *int8_runner, eval_options));
     QLAB_ASSIGN_OR_RETURN(const double vs_fake_quant, PredictionAgreement(int8, fake_quant));
     QLAB_ASSIGN_OR_RETURN(const double vs_fp32, PredictionAgreement(int8, fp32));
-    QLAB_ASSIGN_OR_RETURN(nlohmann::json per_layer,
-                          PerLayerInt8Difference(converted, *shared, eval_set, eval_order,
-                                                 *transform));
+    QLAB_ASSIGN_OR_RETURN(
+        nlohmann::json per_layer,
+        PerLayerInt8Difference(converted, *shared, eval_set, eval_order, *transform));
     int8_json = int8.ToJson(eval_set.class_names());
     int8_json["prediction_agreement_int8_fake_quant"] = vs_fake_quant;
     int8_json["prediction_agreement_int8_fp32"] = vs_fp32;
@@ -583,13 +580,12 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
                            {"fake_quant_eval_seconds", fake_quant.seconds}};
   if (resolved.timing_runs > 0) {
     for (const int64_t batch : {int64_t{1}, int64_t{32}}) {
-      QLAB_ASSIGN_OR_RETURN(
-          timing[absl::StrCat("fp32_", resolved.engine, "_batch", batch)],
-          TimeRunner(fp32_runner, batch, spec.image_size, resolved.timing_runs));
+      QLAB_ASSIGN_OR_RETURN(timing[absl::StrCat("fp32_", resolved.engine, "_batch", batch)],
+                            TimeRunner(fp32_runner, batch, spec.image_size, resolved.timing_runs));
       if (int8_runner) {
-        QLAB_ASSIGN_OR_RETURN(timing[absl::StrCat("int8_batch", batch)],
-                              TimeRunner(*int8_runner, batch, spec.image_size,
-                                         resolved.timing_runs));
+        QLAB_ASSIGN_OR_RETURN(
+            timing[absl::StrCat("int8_batch", batch)],
+            TimeRunner(*int8_runner, batch, spec.image_size, resolved.timing_runs));
       }
     }
   }
@@ -629,9 +625,11 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
 absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     const nlohmann::json& value, const std::string& what) {
   if (!value.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": expected an object {\"<layer or prefix>\": \"float\" | \"default\" | "
-              "\"<calibrator>\"}, got ", value.dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what,
+                     ": expected an object {\"<layer or prefix>\": \"float\" | \"default\" | "
+                     "\"<calibrator>\"}, got ",
+                     value.dump()));
   }
   std::map<std::string, std::string> overrides;
   for (const auto& [key, entry] : value.items()) {

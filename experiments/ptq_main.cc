@@ -5,9 +5,9 @@
 //   bazel run //experiments:ptq -- --model=resnet56 --eval_images=2000 --out=runs/r56
 //
 // For each model: calibrate on a seeded subset of the CIFAR-10 training images, convert, lower to
-// the int8 kernels, evaluate FP32, fake-quant and int8 on the test images, write <out>/<model>.json (refusing to overwrite) and
-// append a summary line to <out>/summary.csv. Same flags and seeds give the same records apart
-// from their "timing" sections.
+// the int8 kernels, evaluate FP32, fake-quant and int8 on the test images, write <out>/<model>.json
+// (refusing to overwrite) and append a summary line to <out>/summary.csv. Same flags and seeds give
+// the same records apart from their "timing" sections.
 #include <cstdio>
 #include <map>
 #include <string>
@@ -107,8 +107,8 @@ absl::Status Main() {
     config.threads = absl::GetFlag(FLAGS_threads);
     const std::string record_path = absl::StrCat(out, "/", model, ".json");
     if (!absl::GetFlag(FLAGS_overwrite) && FileExists(record_path)) {
-      return absl::AlreadyExistsError(absl::StrCat(
-          record_path, " exists: choose another --out or pass --overwrite"));
+      return absl::AlreadyExistsError(
+          absl::StrCat(record_path, " exists: choose another --out or pass --overwrite"));
     }
     QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunPtq(config));
     QLAB_RETURN_IF_ERROR(WriteJsonFile(record_path, record, absl::GetFlag(FLAGS_overwrite)));

@@ -62,9 +62,9 @@ std::vector<std::string> CompareToBaseline(const nlohmann::json& summary,
     const double delta = now - then;
     // A tiny epsilon: the values are ratios of integers printed through JSON doubles.
     if (delta < -allowed_drop - 1e-9 || delta > allowed_rise + 1e-9) {
-      violations.push_back(absl::StrFormat(
-          "%s: %.2f %% -> %.2f %% (%+.2f points, tolerance -%.2f/+%.2f)", key, then, now, delta,
-          allowed_drop, allowed_rise));
+      violations.push_back(
+          absl::StrFormat("%s: %.2f %% -> %.2f %% (%+.2f points, tolerance -%.2f/+%.2f)", key, then,
+                          now, delta, allowed_drop, allowed_rise));
     }
   };
   // Accuracy moving up beyond the tolerance is flagged too: it means the numbers changed, and

@@ -39,8 +39,8 @@ absl::Status Main() {
     QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunPtq(c.config));
     nlohmann::json baseline = RegressionSummary(record);
     baseline["reason"] = reason;
-    baseline["produced_by"] = absl::StrCat(
-        "bazel run //experiments:update_baselines -- --reason=\"", reason, "\"");
+    baseline["produced_by"] =
+        absl::StrCat("bazel run //experiments:update_baselines -- --reason=\"", reason, "\"");
     baseline["git_commit"] = provenance.git_commit;
     baseline["git_dirty"] = provenance.git_dirty;
     baseline["highway_target"] = provenance.highway_target;

@@ -37,9 +37,9 @@ absl::StatusOr<EvalResult> Evaluate(const data::Dataset& dataset, std::vector<in
   loader_options.batch_size = options.batch_size;
   loader_options.skip_bad_images = options.skip_bad_images;
   const int64_t total = static_cast<int64_t>(order.size());
-  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
-                        data::BatchLoader::Create(dataset, std::move(order), transform,
-                                                  loader_options));
+  QLAB_ASSIGN_OR_RETURN(
+      std::unique_ptr<data::BatchLoader> loader,
+      data::BatchLoader::Create(dataset, std::move(order), transform, loader_options));
   EvalResult result;
   result.per_class_correct.assign(classes, 0);
   result.per_class_total.assign(classes, 0);
@@ -53,16 +53,16 @@ absl::StatusOr<EvalResult> Evaluate(const data::Dataset& dataset, std::vector<in
     QLAB_ASSIGN_OR_RETURN(const Tensor logits, runner(batch->images));
     if (logits.dtype() != DType::kFloat32 || logits.rank() != 2 || logits.dim(0) != n ||
         logits.dim(1) != classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          options.label, ": batch ", batch_number, " gave logits ", logits.DebugString(),
-          ", expected float32[", n, ",", classes, "]"));
+      return absl::InvalidArgumentError(absl::StrCat(options.label, ": batch ", batch_number,
+                                                     " gave logits ", logits.DebugString(),
+                                                     ", expected float32[", n, ",", classes, "]"));
     }
     for (int64_t i = 0; i < n; ++i) {
       const float* row = logits.data<float>() + i * classes;
       for (int c = 0; c < classes; ++c) {
         if (std::isnan(row[c])) {
-          return absl::InvalidArgumentError(absl::StrCat(options.label, ": NaN logit for ",
-                                                         dataset.name(batch->indices[i])));
+          return absl::InvalidArgumentError(
+              absl::StrCat(options.label, ": NaN logit for ", dataset.name(batch->indices[i])));
         }
       }
       const std::vector<int> top = TopK(row, classes, 5);
@@ -79,8 +79,7 @@ absl::StatusOr<EvalResult> Evaluate(const data::Dataset& dataset, std::vector<in
     if (progress) progress->Advance(n);
   }
   if (progress) progress->Finish();
-  result.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   result.skipped = loader->report().skipped;
   return result;
 }
@@ -94,17 +93,20 @@ nlohmann::json EvalResult::ToJson(const std::vector<std::string>& class_names) c
                           : nlohmann::json(static_cast<double>(per_class_correct[c]) /
                                            static_cast<double>(per_class_total[c]));
   }
-  return nlohmann::json{{"images", images},          {"top1", top1()},
-                        {"top5", top5()},            {"top1_correct", top1_correct},
-                        {"top5_correct", top5_correct}, {"per_class_top1", per_class},
+  return nlohmann::json{{"images", images},
+                        {"top1", top1()},
+                        {"top5", top5()},
+                        {"top1_correct", top1_correct},
+                        {"top5_correct", top5_correct},
+                        {"per_class_top1", per_class},
                         {"skipped", skipped}};
 }
 
 absl::StatusOr<double> PredictionAgreement(const EvalResult& a, const EvalResult& b) {
   if (a.indices != b.indices) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prediction agreement needs the same images: ", a.indices.size(), " vs ",
-        b.indices.size(), " evaluated, or a different order"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prediction agreement needs the same images: ", a.indices.size(), " vs ",
+                     b.indices.size(), " evaluated, or a different order"));
   }
   if (a.indices.empty()) return 1.0;
   int64_t same = 0;

@@ -37,8 +37,9 @@ absl::StatusOr<LoadedWeights> LoadWeights(const std::string& path) {
     return loaded;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      path, " is neither a safetensors file nor a torch.save zip (.pth/.pt); convert it with "
-            "torch.save(model.state_dict(), path) in PyTorch >= 1.6"));
+      path,
+      " is neither a safetensors file nor a torch.save zip (.pth/.pt); convert it with "
+      "torch.save(model.state_dict(), path) in PyTorch >= 1.6"));
 }
 
 }  // namespace qlab

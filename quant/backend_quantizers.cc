@@ -66,8 +66,8 @@ absl::StatusOr<Backend> ParseBackend(absl::string_view name) {
   if (name == "xnnpack") return Backend::kXnnpack;
   if (name == "x86") return Backend::kX86;
   if (name == "tensorrt") return Backend::kTensorRT;
-  return absl::InvalidArgumentError(absl::StrCat("unknown quantizer backend \"", name,
-                                                 "\"; known: xnnpack, x86, tensorrt"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown quantizer backend \"", name, "\"; known: xnnpack, x86, tensorrt"));
 }
 
 const char* BackendName(Backend backend) {
@@ -167,9 +167,12 @@ absl::Status BackendQuantizer::Annotate(Graph& graph) {
 absl::Status BackendQuantizer::AnnotateLayers(Graph& graph) {
   using K = OpKind;
   const std::vector<std::vector<OpKind>> patterns = {
-      {K::kConv2d, K::kBatchNorm, K::kRelu}, {K::kConv2d, K::kBatchNorm},
-      {K::kConv2d, K::kRelu},                {K::kConv2d},
-      {K::kLinear, K::kRelu},                {K::kLinear},
+      {K::kConv2d, K::kBatchNorm, K::kRelu},
+      {K::kConv2d, K::kBatchNorm},
+      {K::kConv2d, K::kRelu},
+      {K::kConv2d},
+      {K::kLinear, K::kRelu},
+      {K::kLinear},
   };
   for (const std::vector<OpKind>& pattern : patterns) {
     for (const Chain& chain : FindChains(graph, pattern)) {
@@ -180,7 +183,8 @@ absl::Status BackendQuantizer::AnnotateLayers(Graph& graph) {
       const Node& node = graph.node(layer);
       QuantizationAnnotation a;
       a.annotated = true;
-      if (config->input_activation) a.input_qspec_map.push_back({node.inputs[0], *config->input_activation});
+      if (config->input_activation)
+        a.input_qspec_map.push_back({node.inputs[0], *config->input_activation});
       if (config->weight) a.input_qspec_map.push_back({node.inputs[1], *config->weight});
       if (config->quantize_bias && node.inputs.size() > 2 && config->input_activation &&
           config->weight) {
@@ -195,8 +199,7 @@ absl::Status BackendQuantizer::AnnotateLayers(Graph& graph) {
       for (size_t i = 1; i < chain.nodes.size(); ++i) {
         QuantizationAnnotation rest;
         rest.annotated = true;
-        if (i + 1 == chain.nodes.size() && config->output_activation &&
-            !IsInputsOnly(backend_)) {
+        if (i + 1 == chain.nodes.size() && config->output_activation && !IsInputsOnly(backend_)) {
           rest.output_qspec = *config->output_activation;
         }
         QLAB_RETURN_IF_ERROR(SetAnnotation(graph, chain.nodes[i], std::move(rest)));
@@ -231,7 +234,8 @@ absl::Status BackendQuantizer::AnnotateAdds(Graph& graph) {
           quantized = inputs;
         }
         for (const NodeId in : quantized) {
-          if (a.InputSpec(in) == nullptr) a.input_qspec_map.push_back({in, *config->input_activation});
+          if (a.InputSpec(in) == nullptr)
+            a.input_qspec_map.push_back({in, *config->input_activation});
         }
       }
       QLAB_RETURN_IF_ERROR(SetAnnotation(graph, add, std::move(a)));
@@ -276,7 +280,8 @@ absl::Status BackendQuantizer::AnnotateSharedOps(Graph& graph) {
       // the first input's parameters, so the op runs on integers unchanged.
       const SharedQuantizationSpec shared(EdgeOrNode::Input(first, id));
       for (size_t i = 1; i < node.inputs.size(); ++i) {
-        if (a.InputSpec(node.inputs[i]) == nullptr) a.input_qspec_map.push_back({node.inputs[i], shared});
+        if (a.InputSpec(node.inputs[i]) == nullptr)
+          a.input_qspec_map.push_back({node.inputs[i], shared});
       }
       a.output_qspec = shared;
     }
@@ -319,10 +324,10 @@ absl::Status BackendQuantizer::Validate(const Graph& graph) const {
             " is quantized per channel; the integer kernels take per-tensor activations"));
       }
       if (is_weight && !IsSymmetric(s->format().qscheme)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            name(), ": weight %", graph.node(input).name, " of %", node.name, " is quantized ",
-            QSchemeName(s->format().qscheme),
-            "; the integer kernels need symmetric weights (zero point 0)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(name(), ": weight %", graph.node(input).name, " of %", node.name,
+                         " is quantized ", QSchemeName(s->format().qscheme),
+                         "; the integer kernels need symmetric weights (zero point 0)"));
       }
       if (is_weight && (node.op == OpKind::kConv2d || node.op == OpKind::kLinear)) {
         for (const NodeId user : graph.Users(id)) {

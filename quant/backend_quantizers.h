@@ -4,16 +4,17 @@
 // linear -> relu, add -> relu, pooling, flatten, cat, sigmoid) and differ in what they quantize
 // and how:
 //
-// | backend  | activations                         | weights                               | bias               | sharing / special                               |
-// |----------|-------------------------------------|---------------------------------------|--------------------|-------------------------------------------------|
-// | xnnpack  | int8 [-128,127] affine, per tensor, | int8 [-127,127] symmetric per output  | int32, act x       | max/avg pool, flatten, cat, slice/pad: output   |
-// |          | histogram, eps 2^-12                | channel, per_channel_minmax           | weight scale       | shares the input's qparams; sigmoid out fixed   |
-// |          |                                     |                                       |                    | 1/256, zero point -128 (int8)                   |
-// | x86      | uint8 [0,255] affine, per tensor,   | int8 [-128,127] symmetric per output  | float (oneDNN      | as xnnpack; sigmoid out fixed 1/256, 0 (uint8)  |
-// |          | histogram                           | channel, per_channel_minmax           | takes fp32 bias)   |                                                 |
-// | tensorrt | int8 [-127,127] symmetric per       | int8 [-127,127] symmetric per output  | float              | inputs only (Q/DQ before conv, linear, pools,   |
-// |          | tensor, minmax ("max" calibration)  | channel, per_channel_minmax           |                    | and the residual input of each add, so that     |
-// |          |                                     |                                       |                    | conv + add fuse), outputs never quantized       |
+//   xnnpack   activations int8 [-128,127] affine per tensor, histogram calibration, eps 2^-12;
+//             weights int8 [-127,127] symmetric per output channel (per_channel_minmax);
+//             bias int32 with scale act x weight; max/avg pool, flatten, cat, slice/pad share
+//             their input's qparams; sigmoid output fixed at 1/256, zero point -128 (int8).
+//   x86       activations uint8 [0,255] affine per tensor, histogram; weights int8 [-128,127]
+//             symmetric per output channel; bias stays float (oneDNN adds an fp32 bias); sharing
+//             as xnnpack; sigmoid output fixed at 1/256, zero point 0 (uint8).
+//   tensorrt  int8 [-127,127] symmetric everywhere: activations per tensor with "max"
+//             calibration (minmax), weights per output channel; bias float; inputs only: Q/DQ
+//             before conv, linear and pools and on the residual input of each add (so that
+//             conv + add fuse in the builder); outputs are never quantized.
 //
 // Each takes a ConfigTable whose global entry is preset to the backend's default config; set
 // per-type or per-name entries (e.g. QuantizationConfig::Float() for "conv1" and "fc") before

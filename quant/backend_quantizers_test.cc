@@ -5,8 +5,8 @@
 #include "quant/backend_quantizers.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,8 +69,7 @@ TEST(BackendQuantizerTest, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(x86->default_config().weight->format().quant_min, -128);
   EXPECT_FALSE(x86->default_config().quantize_bias);
   const auto trt = Ok(BackendQuantizer::Create(Backend::kTensorRT));
-  EXPECT_EQ(trt->default_config().input_activation->format().qscheme,
-            QScheme::kPerTensorSymmetric);
+  EXPECT_EQ(trt->default_config().input_activation->format().qscheme, QScheme::kPerTensorSymmetric);
   EXPECT_FALSE(trt->default_config().output_activation.has_value());
   EXPECT_EQ(ParseBackend("nope").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(ParseBackend("nope").status().message(), HasSubstr("xnnpack, x86, tensorrt"));
@@ -86,8 +85,8 @@ TEST(BackendQuantizerTest, XnnpackAnnotatesPatternsAndSharesPoolQParams) {
   ASSERT_NE(conv1, nullptr);
   EXPECT_EQ(conv1->input_qspec_map.size(), 3u);
   EXPECT_FALSE(conv1->output_qspec.has_value());
-  EXPECT_TRUE(std::holds_alternative<DerivedQuantizationSpec>(
-      *conv1->InputSpec(InputOf(g, "conv1", 2))));
+  EXPECT_TRUE(
+      std::holds_alternative<DerivedQuantizationSpec>(*conv1->InputSpec(InputOf(g, "conv1", 2))));
   EXPECT_TRUE(AnnotationOf(g, "relu1")->output_qspec.has_value());
   // maxpool: output shares the input edge.
   const QuantizationAnnotation* pool = AnnotationOf(g, "maxpool");
@@ -261,9 +260,8 @@ TEST(FlowTest, ConvertedNetworkTracksTheFloatNetwork) {
     EXPECT_GE(within_one_step, count * 9 / 10) << within_one_step << " of " << count;
     EXPECT_LE(max_steps, 2.0f);
     EXPECT_GT(max_steps, 0.0f);  // it was really quantized
-    std::printf("%s: %lld of %lld logits within one step, max %.2f steps\n",
-                BackendName(backend), static_cast<long long>(within_one_step),
-                static_cast<long long>(count), max_steps);
+    std::printf("%s: %lld of %lld logits within one step, max %.2f steps\n", BackendName(backend),
+                static_cast<long long>(within_one_step), static_cast<long long>(count), max_steps);
   }
 }
 

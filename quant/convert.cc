@@ -30,8 +30,8 @@ absl::StatusOr<Tensor> QuantizeInt32(const Tensor& x, const QuantParams& params)
   if (params.axis >= 0) {
     if (params.axis >= x.rank() || x.dim(params.axis) != channels) {
       return absl::InvalidArgumentError(absl::StrCat("int32 quantization of ", x.DebugString(),
-                                                     ": ", channels,
-                                                     " per-channel scales on axis ", params.axis));
+                                                     ": ", channels, " per-channel scales on axis ",
+                                                     params.axis));
     }
     for (int d = params.axis + 1; d < x.rank(); ++d) inner *= x.dim(d);
   }
@@ -46,7 +46,8 @@ absl::StatusOr<Tensor> QuantizeInt32(const Tensor& x, const QuantParams& params)
           absl::StrCat("int32 quantization: element ", i, " of ", x.DebugString(), " is NaN"));
     }
     // Clamp in double: float(INT32_MAX) rounds up to 2^31, which does not convert back.
-    const double clamped = std::min<double>(std::max<double>(v, params.quant_min), params.quant_max);
+    const double clamped =
+        std::min<double>(std::max<double>(v, params.quant_min), params.quant_max);
     out[i] = static_cast<int32_t>(clamped);
   }
   return q;
@@ -117,8 +118,8 @@ absl::StatusOr<QuantParams> Converter::ParamsOf(int slot_index) {
   }
   if (!params.ok()) {
     return absl::Status(params.status().code(),
-                        absl::StrCat("convert: slot ", slot_index, " (",
-                                     slot.DebugString(graph_), "): ", params.status().message()));
+                        absl::StrCat("convert: slot ", slot_index, " (", slot.DebugString(graph_),
+                                     "): ", params.status().message()));
   }
   params_[slot_index] = *params;
   return *params;
@@ -132,9 +133,9 @@ absl::StatusOr<NodeId> Converter::QuantizeDequantize(NodeId source, const QuantP
     QLAB_ASSIGN_OR_RETURN(Tensor q, QuantizeParameter(node.value, params));
     QLAB_ASSIGN_OR_RETURN(quantized, graph_.AddParameter(graph_.UniqueName(base + ".q"), q));
   } else {
-    QLAB_ASSIGN_OR_RETURN(quantized, graph_.AddNode(OpKind::kQuantize,
-                                                     graph_.UniqueName(base + ".q"), {source},
-                                                     QuantizeAttrs{params, false}));
+    QLAB_ASSIGN_OR_RETURN(
+        quantized, graph_.AddNode(OpKind::kQuantize, graph_.UniqueName(base + ".q"), {source},
+                                  QuantizeAttrs{params, false}));
   }
   return graph_.AddNode(OpKind::kDequantize, graph_.UniqueName(base + ".dq"), {quantized},
                         QuantizeAttrs{params, false});
@@ -152,11 +153,10 @@ absl::StatusOr<NodeId> Converter::DynamicQuantizeDequantize(NodeId source,
   attrs.dynamic = true;
   attrs.eps = spec.eps();
   const std::string base = graph_.node(source).name;
-  QLAB_ASSIGN_OR_RETURN(const NodeId quantized,
-                        graph_.AddNode(OpKind::kQuantize, graph_.UniqueName(base + ".q"),
-                                       {source}, attrs));
-  return graph_.AddNode(OpKind::kDequantize, graph_.UniqueName(base + ".dq"), {quantized},
-                        attrs);
+  QLAB_ASSIGN_OR_RETURN(
+      const NodeId quantized,
+      graph_.AddNode(OpKind::kQuantize, graph_.UniqueName(base + ".q"), {source}, attrs));
+  return graph_.AddNode(OpKind::kDequantize, graph_.UniqueName(base + ".dq"), {quantized}, attrs);
 }
 
 absl::Status Converter::ConvertObserverNode(NodeId observer) {
@@ -224,8 +224,6 @@ absl::StatusOr<Graph> Converter::Run() {
 
 }  // namespace
 
-absl::StatusOr<Graph> Convert(const PreparedModel& prepared) {
-  return Converter(prepared).Run();
-}
+absl::StatusOr<Graph> Convert(const PreparedModel& prepared) { return Converter(prepared).Run(); }
 
 }  // namespace qlab

@@ -70,8 +70,8 @@ absl::Status Main() {
   QLAB_ASSIGN_OR_RETURN(Graph graph, BuildExample(rng));
   std::printf("== float graph ==\n%s\n", graph.Dump().c_str());
 
-  QLAB_ASSIGN_OR_RETURN(auto quantizer, BackendQuantizer::Create(
-                                            backend, absl::GetFlag(FLAGS_activation_observer)));
+  QLAB_ASSIGN_OR_RETURN(
+      auto quantizer, BackendQuantizer::Create(backend, absl::GetFlag(FLAGS_activation_observer)));
   Graph annotated = graph;
   QLAB_RETURN_IF_ERROR(quantizer->Annotate(annotated));
   QLAB_RETURN_IF_ERROR(quantizer->Validate(annotated));

@@ -101,14 +101,12 @@ absl::Status Preparer::CollectSpecs() {
     if (node.annotation == nullptr) continue;
     auto add = [&](const EdgeOrNode& key, const QSpec& spec) -> absl::Status {
       if (!Exists(graph_, key)) {
-        return absl::InvalidArgumentError(absl::StrCat("annotation of %", node.name, ": edge ",
-                                                       key.ToString(graph_),
-                                                       " is not in the graph"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "annotation of %", node.name, ": edge ", key.ToString(graph_), " is not in the graph"));
       }
       if (!spec_of_.emplace(key, &spec).second) {
         return absl::InvalidArgumentError(absl::StrCat("annotation of %", node.name, ": ",
-                                                       key.ToString(graph_),
-                                                       " has two specs"));
+                                                       key.ToString(graph_), " has two specs"));
       }
       specs_.push_back({key, &spec});
       return absl::OkStatus();
@@ -142,9 +140,9 @@ absl::Status Preparer::CheckReferences() {
       }
       const auto it = spec_of_.find(ref);
       if (it == spec_of_.end()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the ", kind, " spec of ", key.ToString(graph_), " refers to ", ref.ToString(graph_),
-            ", which has no quantization spec"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the ", kind, " spec of ", key.ToString(graph_), " refers to ",
+                         ref.ToString(graph_), ", which has no quantization spec"));
       }
       if (std::holds_alternative<DerivedQuantizationSpec>(*spec) &&
           std::holds_alternative<DerivedQuantizationSpec>(*it->second)) {
@@ -241,9 +239,8 @@ absl::Status Preparer::InsertNodes(PreparedModel& model) {
     NodeId source = producer;
     const int output_slot = observed_slot(EdgeOrNode::Output(producer));
     if (output_slot >= 0) {
-      QLAB_ASSIGN_OR_RETURN(source,
-                            graph_.AddNode(kind, graph_.UniqueName(producer_name + suffix),
-                                           {producer}, ObserverAttrs{output_slot}));
+      QLAB_ASSIGN_OR_RETURN(source, graph_.AddNode(kind, graph_.UniqueName(producer_name + suffix),
+                                                   {producer}, ObserverAttrs{output_slot}));
       QLAB_RETURN_IF_ERROR(graph_.ReplaceAllUsesWith(producer, source));
     }
     for (const NodeId consumer : users) {
@@ -324,14 +321,14 @@ absl::StatusOr<QuantParams> PreparedModel::SlotQParams(int slot_index) const {
   }
   if (const auto* spec = std::get_if<QuantizationSpec>(&slot.spec)) {
     if (spec->is_dynamic()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "observer slot ", slot_index, " (", slot.DebugString(graph_),
-          ") is dynamic: its parameters are chosen from each run's data"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("observer slot ", slot_index, " (", slot.DebugString(graph_),
+                       ") is dynamic: its parameters are chosen from each run's data"));
     }
     if (slot.observer->num_batches() == 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "observer slot ", slot_index, " (", slot.DebugString(graph_),
-          ") has observed nothing: calibrate before computing its parameters"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("observer slot ", slot_index, " (", slot.DebugString(graph_),
+                       ") has observed nothing: calibrate before computing its parameters"));
     }
     return slot.observer->ComputeQParams(spec->target());
   }

@@ -2,6 +2,8 @@
 // and run through prepare -> calibrate -> convert, plus the failure cases the flow must name.
 // Expected parameters are recomputed from the data each test feeds (ChooseQParams over the
 // range the test itself knows), never hard-coded.
+#include "quant/prepare.h"
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -12,7 +14,6 @@
 #include "gtest/gtest.h"
 #include "quant/convert.h"
 #include "quant/graph/interpreter.h"
-#include "quant/prepare.h"
 #include "quant/quantization_annotation.h"
 #include "quant/quantize_tensor.h"
 #include "quant/testing/test_graphs.h"
@@ -165,9 +166,8 @@ TEST(TutorialTest, CatSharingIsTransitive) {
 
   PreparedModel prepared = Ok(Prepare(g));
   const int group = Ok(prepared.SlotOf(EdgeOrNode::Output(conv1)));
-  for (const EdgeOrNode& key :
-       {EdgeOrNode::Output(conv2), EdgeOrNode::Input(conv1, cat), EdgeOrNode::Input(conv2, cat),
-        EdgeOrNode::Output(cat)}) {
+  for (const EdgeOrNode& key : {EdgeOrNode::Output(conv2), EdgeOrNode::Input(conv1, cat),
+                                EdgeOrNode::Input(conv2, cat), EdgeOrNode::Output(cat)}) {
     EXPECT_EQ(Ok(prepared.SlotOf(key)), group) << key.ToString(prepared.graph());
   }
   // Five groups: the two edges from x (a graph input has no output spec to share, so each
@@ -186,7 +186,8 @@ TEST(TutorialTest, CatSharingIsTransitive) {
   for (uint32_t seed = 0; seed < 3; ++seed) {
     RunOptions keep;
     keep.keep = {conv1, conv2};
-    const RunResult r = Ok(RunGraph(g, {UniformTensor({2, 3, 6, 6}, -2.0f, 2.0f, 100 + seed)}, keep));
+    const RunResult r =
+        Ok(RunGraph(g, {UniformTensor({2, 3, 6, 6}, -2.0f, 2.0f, 100 + seed)}, keep));
     for (const NodeId conv : {conv1, conv2}) {
       const Range range = Ok(TensorMinMax(r.kept.at(conv)));
       lo = std::min(lo, range.min);
@@ -324,7 +325,8 @@ TEST(PrepareQatTest, FakeQuantModelEqualsConvertedModel) {
   PreparedModel qat = Ok(PrepareQat(g));
   const Tensor batch = UniformTensor({2, 3, 6, 6}, -1.0f, 1.0f, 31);
   ASSERT_TRUE(qat.Calibrate({batch}).ok());  // first run: observe and fake-quantize
-  for (int s = 0; s < static_cast<int>(qat.slots().size()); ++s) qat.mutable_slot(s).observe = false;
+  for (int s = 0; s < static_cast<int>(qat.slots().size()); ++s)
+    qat.mutable_slot(s).observe = false;
   const Tensor fake = Ok(qat.Run({batch})).outputs[0];
   const Tensor real = Ok(RunGraph(Ok(Convert(qat)), {batch})).outputs[0];
   ASSERT_EQ(fake.numel(), real.numel());
@@ -351,7 +353,7 @@ TEST(DynamicQuantizationTest, ParametersComeFromEachRun) {
   const PreparedModel prepared = Ok(Prepare(g));
   EXPECT_EQ(prepared.SlotQParams(0).status().code(), absl::StatusCode::kFailedPrecondition);
   const Graph converted = Ok(Convert(prepared));  // nothing to calibrate
-  for (const float bound : {0.5f, 8.0f}) {  // two runs, two ranges
+  for (const float bound : {0.5f, 8.0f}) {        // two runs, two ranges
     const Tensor batch = UniformTensor({2, 8}, -bound, bound, 17);
     const Range r = Ok(TensorMinMax(batch));
     const QuantParams per_run = Ok(ChooseQParams(r.min, r.max, dynamic.target()));
@@ -394,8 +396,8 @@ TEST(PrepareErrorsTest, SharedSpecNamingAnUnannotatedEdge) {
 
 TEST(PrepareErrorsTest, DerivedSpecWithoutSources) {
   const absl::StatusOr<DerivedQuantizationSpec> spec = DerivedQuantizationSpec::Create(
-      {}, DeriveBiasQParams, {DType::kInt32, -2147483647 - 1, 2147483647,
-                              QScheme::kPerTensorSymmetric, -1});
+      {}, DeriveBiasQParams,
+      {DType::kInt32, -2147483647 - 1, 2147483647, QScheme::kPerTensorSymmetric, -1});
   ASSERT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(spec.status().message(), HasSubstr("derived_from is empty"));
 }
@@ -417,9 +419,8 @@ TEST(PrepareErrorsTest, SpecRangeOutsideItsDtype) {
   EXPECT_THAT(QuantizationSpec::Create(o).status().message(), HasSubstr("per tensor"));
   o.observer = "no_such_calibrator";
   EXPECT_EQ(QuantizationSpec::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FixedQParamsQuantizationSpec::Create({DType::kUInt8, 0, 255,
-                                                  QScheme::kPerTensorAffine, -1},
-                                                 1.0f / 256, 256)
+  EXPECT_EQ(FixedQParamsQuantizationSpec::Create(
+                {DType::kUInt8, 0, 255, QScheme::kPerTensorAffine, -1}, 1.0f / 256, 256)
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);

@@ -27,8 +27,7 @@ ScaleZeroPoint ComputeScaleZeroPoint(float min, float max, const QuantTarget& t)
     const float scale = std::max(std::max(-min_neg, max_pos) / half_range, t.eps);
     int32_t zero_point = 0;
     if (t.dtype == DType::kUInt8) {
-      zero_point = (t.quant_min == 0 && t.quant_max == 255) ? 128
-                                                            : (t.quant_min + t.quant_max) / 2;
+      zero_point = (t.quant_min == 0 && t.quant_max == 255) ? 128 : (t.quant_min + t.quant_max) / 2;
     }
     return {scale, zero_point};
   }
@@ -108,8 +107,8 @@ absl::Status QuantTarget::Validate() const {
 absl::Status QuantParams::Validate() const {
   QLAB_RETURN_IF_ERROR((QuantTarget{dtype, quant_min, quant_max, qscheme}.Validate()));
   if (scales.size() != zero_points.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(scales.size(), " scales but ",
-                                                   zero_points.size(), " zero points"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(scales.size(), " scales but ", zero_points.size(), " zero points"));
   }
   if (IsPerChannel(qscheme)) {
     if (axis < 0 || scales.empty()) {
@@ -119,8 +118,8 @@ absl::Status QuantParams::Validate() const {
     }
   } else if (axis != -1 || scales.size() != 1) {
     return absl::InvalidArgumentError(absl::StrCat(QSchemeName(qscheme),
-                                                   " needs axis -1 and one scale, got axis ",
-                                                   axis, " and ", scales.size(), " scales"));
+                                                   " needs axis -1 and one scale, got axis ", axis,
+                                                   " and ", scales.size(), " scales"));
   }
   for (size_t c = 0; c < scales.size(); ++c) {
     if (!(scales[c] > 0.0f) || std::isinf(scales[c])) {
@@ -129,21 +128,20 @@ absl::Status QuantParams::Validate() const {
     }
     if (zero_points[c] < quant_min || zero_points[c] > quant_max) {
       return absl::InvalidArgumentError(absl::StrCat("zero_point[", c, "] = ", zero_points[c],
-                                                     " is outside [", quant_min, ", ",
-                                                     quant_max, "]"));
+                                                     " is outside [", quant_min, ", ", quant_max,
+                                                     "]"));
     }
   }
   return absl::OkStatus();
 }
 
 std::string QuantParams::DebugString() const {
-  std::string s = absl::StrCat(DTypeName(dtype), "[", quant_min, ",", quant_max, "] ",
-                               QSchemeName(qscheme));
+  std::string s =
+      absl::StrCat(DTypeName(dtype), "[", quant_min, ",", quant_max, "] ", QSchemeName(qscheme));
   if (IsPerChannel(qscheme)) absl::StrAppend(&s, " axis=", axis);
   constexpr size_t kShown = 4;
   const size_t shown = std::min(scales.size(), kShown);
-  absl::StrAppend(&s, " scale=",
-                  absl::StrJoin(scales.begin(), scales.begin() + shown, ","),
+  absl::StrAppend(&s, " scale=", absl::StrJoin(scales.begin(), scales.begin() + shown, ","),
                   scales.size() > kShown ? ",..." : "", " zero_point=",
                   absl::StrJoin(zero_points.begin(), zero_points.begin() + shown, ","),
                   zero_points.size() > kShown ? ",..." : "");
@@ -153,14 +151,14 @@ std::string QuantParams::DebugString() const {
 absl::StatusOr<QuantParams> ChooseQParams(float min, float max, const QuantTarget& target) {
   QLAB_RETURN_IF_ERROR(target.Validate());
   if (IsPerChannel(target.qscheme)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ChooseQParams needs a per-tensor qscheme, got ", QSchemeName(target.qscheme),
-        " (use ChooseQParamsPerChannel)"));
+    return absl::InvalidArgumentError(absl::StrCat("ChooseQParams needs a per-tensor qscheme, got ",
+                                                   QSchemeName(target.qscheme),
+                                                   " (use ChooseQParamsPerChannel)"));
   }
   QLAB_RETURN_IF_ERROR(CheckRange(min, max, ""));
   const ScaleZeroPoint qp = ComputeScaleZeroPoint(min, max, target);
   return QuantParams{target.dtype, target.quant_min, target.quant_max, target.qscheme,
-                     /*axis=*/-1,  {qp.scale},      {qp.zero_point}};
+                     /*axis=*/-1,  {qp.scale},       {qp.zero_point}};
 }
 
 absl::StatusOr<QuantParams> ChooseQParamsPerChannel(absl::Span<const float> mins,
@@ -168,20 +166,19 @@ absl::StatusOr<QuantParams> ChooseQParamsPerChannel(absl::Span<const float> mins
                                                     const QuantTarget& target) {
   QLAB_RETURN_IF_ERROR(target.Validate());
   if (!IsPerChannel(target.qscheme)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ChooseQParamsPerChannel needs a per-channel qscheme, got ",
-                     QSchemeName(target.qscheme)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ChooseQParamsPerChannel needs a per-channel qscheme, got ", QSchemeName(target.qscheme)));
   }
   if (axis < 0) {
     return absl::InvalidArgumentError(absl::StrCat("channel axis must be >= 0, got ", axis));
   }
   if (mins.size() != maxs.size() || mins.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "need one min and one max per channel, got ", mins.size(), " mins and ", maxs.size(),
-        " maxs"));
+    return absl::InvalidArgumentError(absl::StrCat("need one min and one max per channel, got ",
+                                                   mins.size(), " mins and ", maxs.size(),
+                                                   " maxs"));
   }
-  QuantParams params{target.dtype, target.quant_min, target.quant_max, target.qscheme, axis,
-                     {},           {}};
+  QuantParams params{
+      target.dtype, target.quant_min, target.quant_max, target.qscheme, axis, {}, {}};
   params.scales.reserve(mins.size());
   params.zero_points.reserve(mins.size());
   for (size_t c = 0; c < mins.size(); ++c) {
@@ -196,8 +193,7 @@ absl::StatusOr<QuantParams> ChooseQParamsPerChannel(absl::Span<const float> mins
 absl::StatusOr<FixedPointMultiplier> QuantizeMultiplier(double real_multiplier) {
   if (!(real_multiplier >= 0x1p-32 && real_multiplier < 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "fixed-point requantization needs a real multiplier in [2^-32, 1), got ",
-        real_multiplier));
+        "fixed-point requantization needs a real multiplier in [2^-32, 1), got ", real_multiplier));
   }
   int exponent = 0;
   const double mantissa = std::frexp(real_multiplier, &exponent);  // in [0.5, 1)

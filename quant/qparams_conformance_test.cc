@@ -31,9 +31,9 @@ struct Case {
 
 std::vector<std::pair<float, float>> MakeRanges(std::mt19937& rng) {
   std::vector<std::pair<float, float>> ranges = {
-      {0.0f, 0.0f},     {5.0f, 5.0f},        {-3.0f, -3.0f},   {0.0f, 6.0f},
-      {-1.5f, 253.5f},  {-2.5f, 252.5f},     {-1e-30f, 1e-30f}, {1e-25f, 3e-25f},
-      {-1e30f, 1e30f},  {-3.4e38f, 3.4e38f}, {-1.0f, 1.0f},    {-0.001f, 1000.0f}};
+      {0.0f, 0.0f},    {5.0f, 5.0f},        {-3.0f, -3.0f},    {0.0f, 6.0f},
+      {-1.5f, 253.5f}, {-2.5f, 252.5f},     {-1e-30f, 1e-30f}, {1e-25f, 3e-25f},
+      {-1e30f, 1e30f}, {-3.4e38f, 3.4e38f}, {-1.0f, 1.0f},     {-0.001f, 1000.0f}};
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> log_magnitude(-12.0f, 12.0f);
   for (int i = 0; i < 200; ++i) {
@@ -53,9 +53,9 @@ std::vector<QuantTarget> Targets() {
       {DType::kInt8, -128, 127, QScheme::kPerTensorSymmetric},
       {DType::kInt8, -127, 127, QScheme::kPerTensorSymmetric},
       {DType::kUInt8, 0, 255, QScheme::kPerTensorSymmetric},
-      {DType::kUInt8, 0, 127, QScheme::kPerTensorAffine},   // reduce_range
+      {DType::kUInt8, 0, 127, QScheme::kPerTensorAffine},  // reduce_range
       {DType::kUInt8, 0, 127, QScheme::kPerTensorSymmetric},
-      {DType::kInt8, -8, 7, QScheme::kPerTensorAffine},     // 4-bit
+      {DType::kInt8, -8, 7, QScheme::kPerTensorAffine},  // 4-bit
       {DType::kInt8, -8, 7, QScheme::kPerTensorSymmetric},
       {DType::kInt8, -128, 127, QScheme::kPerTensorAffine, 0x1p-12f},  // HistogramObserver eps
   };
@@ -69,8 +69,8 @@ TEST(QParamsConformanceTest, MatchesPyTorchObservers) {
     for (const auto& [min, max] : ranges) cases.push_back({t, {min}, {max}});
     // The per-channel twin: all ranges as the channels of one tensor.
     QuantTarget per_channel = t;
-    per_channel.qscheme = IsSymmetric(t.qscheme) ? QScheme::kPerChannelSymmetric
-                                                 : QScheme::kPerChannelAffine;
+    per_channel.qscheme =
+        IsSymmetric(t.qscheme) ? QScheme::kPerChannelSymmetric : QScheme::kPerChannelAffine;
     Case c{per_channel, {}, {}};
     for (const auto& [min, max] : ranges) c.mins.push_back(min), c.maxs.push_back(max);
     cases.push_back(c);
@@ -89,13 +89,12 @@ TEST(QParamsConformanceTest, MatchesPyTorchObservers) {
                      {"min_bits", min_bits},
                      {"max_bits", max_bits}});
   }
-  const std::string dir = std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR")
-                                                                : "/tmp";
+  const std::string dir =
+      std::getenv("TEST_TMPDIR") != nullptr ? std::getenv("TEST_TMPDIR") : "/tmp";
   const std::string in_path = dir + "/qparams_cases.json";
   const std::string out_path = dir + "/qparams_torch.json";
   std::ofstream(in_path) << input.dump();
-  const std::string command =
-      "/usr/bin/python3 quant/torch_qparams.py " + in_path + " " + out_path;
+  const std::string command = "/usr/bin/python3 quant/torch_qparams.py " + in_path + " " + out_path;
   ASSERT_EQ(std::system(command.c_str()), 0)
       << command << " failed: is python3-torch installed (tools/setup.sh)?";
   nlohmann::json torch_results;
@@ -104,10 +103,9 @@ TEST(QParamsConformanceTest, MatchesPyTorchObservers) {
 
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    absl::StatusOr<QuantParams> ours =
-        c.mins.size() == 1 && !IsPerChannel(c.target.qscheme)
-            ? ChooseQParams(c.mins[0], c.maxs[0], c.target)
-            : ChooseQParamsPerChannel(c.mins, c.maxs, 0, c.target);
+    absl::StatusOr<QuantParams> ours = c.mins.size() == 1 && !IsPerChannel(c.target.qscheme)
+                                           ? ChooseQParams(c.mins[0], c.maxs[0], c.target)
+                                           : ChooseQParamsPerChannel(c.mins, c.maxs, 0, c.target);
     ASSERT_TRUE(ours.ok()) << ours.status();
     const auto& scale_bits = torch_results[i]["scale_bits"];
     const auto& zero_points = torch_results[i]["zero_points"];

@@ -100,13 +100,12 @@ TEST(ChooseQParamsTest, BadRangesAndTargetsAreErrors) {
   zero_eps.eps = 0.0f;
   EXPECT_FALSE(ChooseQParams(0.0f, 1.0f, zero_eps).ok());
   // Scheme mismatches and per-channel shape errors name what is wrong.
-  EXPECT_FALSE(ChooseQParams(0.0f, 1.0f, {DType::kInt8, -128, 127, QScheme::kPerChannelAffine})
-                   .ok());
+  EXPECT_FALSE(
+      ChooseQParams(0.0f, 1.0f, {DType::kInt8, -128, 127, QScheme::kPerChannelAffine}).ok());
   const float mins[] = {0.0f, NAN};
   const float maxs[] = {1.0f, 1.0f};
   const absl::Status nan_channel =
-      ChooseQParamsPerChannel(mins, maxs, 0,
-                              {DType::kInt8, -128, 127, QScheme::kPerChannelAffine})
+      ChooseQParamsPerChannel(mins, maxs, 0, {DType::kInt8, -128, 127, QScheme::kPerChannelAffine})
           .status();
   EXPECT_NE(nan_channel.message().find("channel 1"), absl::string_view::npos);
   EXPECT_FALSE(ChooseQParamsPerChannel(mins, absl::MakeConstSpan(maxs, 1), 0,

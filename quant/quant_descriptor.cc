@@ -55,9 +55,9 @@ absl::StatusOr<QSpec> SpecFromQuantDescriptor(const QuantDescriptor& d) {
     }
     observer = d.calib_method;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "QuantDescriptor: unknown calib_method \"", d.calib_method,
-        "\"; known: max, entropy, mse, percentile:<p>"));
+    return absl::InvalidArgumentError(absl::StrCat("QuantDescriptor: unknown calib_method \"",
+                                                   d.calib_method,
+                                                   "\"; known: max, entropy, mse, percentile:<p>"));
   }
   QuantizationSpec::Options options;
   options.format = format;

@@ -29,9 +29,9 @@ namespace qlab {
 
 struct QuantDescriptor {
   int num_bits = 8;
-  std::optional<int> axis;     // per-channel axis; none: per tensor
+  std::optional<int> axis;  // per-channel axis; none: per tensor
   bool is_unsigned = false;
-  std::optional<float> amax;   // fixed range, skips calibration (per tensor only)
+  std::optional<float> amax;  // fixed range, skips calibration (per tensor only)
   // "max", or a histogram method: "entropy", "mse", "percentile:<p>".
   std::string calib_method = "max";
 };

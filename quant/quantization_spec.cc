@@ -39,9 +39,9 @@ absl::Status QuantFormat::Validate(absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", s.message()));
   }
   if (IsPerChannel(qscheme) && ch_axis < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": qscheme ", QSchemeName(qscheme), " needs a channel axis (ch_axis >= 0), got ",
-        ch_axis));
+    return absl::InvalidArgumentError(absl::StrCat(what, ": qscheme ", QSchemeName(qscheme),
+                                                   " needs a channel axis (ch_axis >= 0), got ",
+                                                   ch_axis));
   }
   if (!IsPerChannel(qscheme) && ch_axis != -1) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": qscheme ", QSchemeName(qscheme),
@@ -51,8 +51,8 @@ absl::Status QuantFormat::Validate(absl::string_view what) const {
 }
 
 std::string QuantFormat::ToString() const {
-  std::string s = absl::StrFormat("%s[%d,%d] %s", DTypeName(dtype), quant_min, quant_max,
-                                  QSchemeName(qscheme));
+  std::string s =
+      absl::StrFormat("%s[%d,%d] %s", DTypeName(dtype), quant_min, quant_max, QSchemeName(qscheme));
   if (IsPerChannel(qscheme)) absl::StrAppend(&s, "(axis=", ch_axis, ")");
   return s;
 }
@@ -74,11 +74,11 @@ absl::StatusOr<QuantizationSpec> QuantizationSpec::Create(Options options) {
     return absl::InvalidArgumentError(absl::StrCat("QuantizationSpec: ", s.message()));
   }
   if (per_channel_observer != IsPerChannel(options.format.qscheme)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "QuantizationSpec: observer \"", options.observer, "\" is ",
-        per_channel_observer ? "per channel" : "per tensor", " but qscheme ",
-        QSchemeName(options.format.qscheme), " is ",
-        IsPerChannel(options.format.qscheme) ? "per channel" : "per tensor"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantizationSpec: observer \"", options.observer, "\" is ",
+                     per_channel_observer ? "per channel" : "per tensor", " but qscheme ",
+                     QSchemeName(options.format.qscheme), " is ",
+                     IsPerChannel(options.format.qscheme) ? "per channel" : "per tensor"));
   }
   return QuantizationSpec(std::move(options));
 }
@@ -102,9 +102,9 @@ absl::StatusOr<FixedQParamsQuantizationSpec> FixedQParamsQuantizationSpec::Creat
         absl::StrCat("FixedQParamsQuantizationSpec: scale must be finite and > 0, got ", scale));
   }
   if (zero_point < format.quant_min || zero_point > format.quant_max) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "FixedQParamsQuantizationSpec: zero_point ", zero_point, " is outside [",
-        format.quant_min, ", ", format.quant_max, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("FixedQParamsQuantizationSpec: zero_point ",
+                                                   zero_point, " is outside [", format.quant_min,
+                                                   ", ", format.quant_max, "]"));
   }
   return FixedQParamsQuantizationSpec(format, scale, zero_point);
 }
@@ -138,15 +138,14 @@ absl::StatusOr<DerivedQuantizationSpec> DerivedQuantizationSpec::Create(
 absl::StatusOr<QuantParams> DeriveBiasQParams(absl::Span<const QuantParams> sources) {
   if (sources.size() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "bias qparams derive from (activation, weight): expected 2 sources, got ",
-        sources.size()));
+        "bias qparams derive from (activation, weight): expected 2 sources, got ", sources.size()));
   }
   const QuantParams& act = sources[0];
   const QuantParams& weight = sources[1];
   if (act.scales.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bias qparams: the activation must be quantized per tensor, got ", act.scales.size(),
-        " scales"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bias qparams: the activation must be quantized per tensor, got ",
+                     act.scales.size(), " scales"));
   }
   QuantParams bias;
   bias.dtype = DType::kInt32;
@@ -169,8 +168,8 @@ absl::StatusOr<QuantParams> DeriveBiasQParams(absl::Span<const QuantParams> sour
 absl::StatusOr<DerivedQuantizationSpec> BiasSpecFor(const Graph& graph, NodeId layer) {
   const Node& node = graph.node(layer);
   if ((node.op != OpKind::kConv2d && node.op != OpKind::kLinear) || node.inputs.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat("BiasSpecFor: %", node.name,
-                                                   " is not a conv2d or linear with a weight"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("BiasSpecFor: %", node.name, " is not a conv2d or linear with a weight"));
   }
   QuantFormat format;
   format.dtype = DType::kInt32;

@@ -160,8 +160,7 @@ class DerivedQuantizationSpec {
  private:
   DerivedQuantizationSpec(std::vector<EdgeOrNode> derived_from, DeriveQParamsFn derive_fn,
                           QuantFormat format)
-      : derived_from_(std::move(derived_from)), derive_fn_(std::move(derive_fn)),
-        format_(format) {}
+      : derived_from_(std::move(derived_from)), derive_fn_(std::move(derive_fn)), format_(format) {}
   std::vector<EdgeOrNode> derived_from_;
   DeriveQParamsFn derive_fn_;
   QuantFormat format_;

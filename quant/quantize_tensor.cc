@@ -11,8 +11,8 @@ namespace {
 
 absl::Status ExpectDType(const Tensor& t, DType dtype, const char* what) {
   if (t.dtype() != dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " must be ", DTypeName(dtype), ", got ",
-                                                   t.DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " must be ", DTypeName(dtype), ", got ", t.DebugString()));
   }
   return absl::OkStatus();
 }
@@ -32,13 +32,13 @@ absl::StatusOr<kernels::ChannelDims> KernelDims(const Tensor& t, const QuantPara
   const size_t numel = static_cast<size_t>(t.numel());
   if (!IsPerChannel(params.qscheme)) return kernels::ChannelDims{1, 1, numel};
   if (params.axis >= t.rank()) {
-    return absl::InvalidArgumentError(absl::StrCat("channel axis ", params.axis,
-                                                   " is out of range for ", t.DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("channel axis ", params.axis, " is out of range for ", t.DebugString()));
   }
   if (t.dim(params.axis) != static_cast<int64_t>(params.num_channels())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        params.num_channels(), " per-channel parameters for axis ", params.axis, " of ",
-        t.DebugString(), ", which has ", t.dim(params.axis), " channels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(params.num_channels(), " per-channel parameters for axis ", params.axis,
+                     " of ", t.DebugString(), ", which has ", t.dim(params.axis), " channels"));
   }
   return DimsAroundAxis(t, params.axis);
 }
@@ -52,8 +52,8 @@ kernels::PerChannelAffineParams KernelParams(const QuantParams& p) {
 absl::StatusOr<Tensor> QuantizeTensor(const Tensor& x, const QuantParams& params) {
   QLAB_RETURN_IF_ERROR(ExpectDType(x, DType::kFloat32, "QuantizeTensor input"));
   if (params.dtype != DType::kInt8 && params.dtype != DType::kUInt8) {
-    return absl::InvalidArgumentError(absl::StrCat("QuantizeTensor produces int8 or uint8, got ",
-                                                   params.DebugString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantizeTensor produces int8 or uint8, got ", params.DebugString()));
   }
   QLAB_ASSIGN_OR_RETURN(const kernels::ChannelDims dims, KernelDims(x, params));
   QLAB_ASSIGN_OR_RETURN(Tensor q, Tensor::Create(params.dtype, x.shape(), x.layout()));
@@ -76,8 +76,7 @@ absl::StatusOr<Tensor> DequantizeTensor(const Tensor& q, const QuantParams& para
       kernels::DequantizePerChannel(q.data<int8_t>(), dims, scales, zero_points, x.data<float>());
       break;
     case DType::kUInt8:
-      kernels::DequantizePerChannel(q.data<uint8_t>(), dims, scales, zero_points,
-                                    x.data<float>());
+      kernels::DequantizePerChannel(q.data<uint8_t>(), dims, scales, zero_points, x.data<float>());
       break;
     case DType::kInt32:
       // The kernel computes q - zero_point in int32; only zero point 0 is safe for every q.
@@ -87,8 +86,7 @@ absl::StatusOr<Tensor> DequantizeTensor(const Tensor& q, const QuantParams& para
               absl::StrCat("int32 dequantization needs zero point 0, got ", zp));
         }
       }
-      kernels::DequantizePerChannel(q.data<int32_t>(), dims, scales, zero_points,
-                                    x.data<float>());
+      kernels::DequantizePerChannel(q.data<int32_t>(), dims, scales, zero_points, x.data<float>());
       break;
     case DType::kFloat32:
       return absl::InvalidArgumentError("DequantizeTensor of a float32 tensor");
@@ -102,9 +100,9 @@ absl::StatusOr<FakeQuantized> FakeQuantizeTensor(const Tensor& x, const QuantPar
   // The kernel's float arithmetic is exact only for integers within +-2^24.
   constexpr int32_t kExactLimit = 1 << 24;
   if (params.quant_min < -kExactLimit || params.quant_max > kExactLimit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "fake-quantize range [", params.quant_min, ", ", params.quant_max,
-        "] exceeds +-2^24, where float32 stops representing every integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("fake-quantize range [", params.quant_min, ", ", params.quant_max,
+                     "] exceeds +-2^24, where float32 stops representing every integer"));
   }
   QLAB_ASSIGN_OR_RETURN(const kernels::ChannelDims dims, KernelDims(x, params));
   FakeQuantized out;
@@ -124,8 +122,7 @@ absl::StatusOr<Range> TensorMinMax(const Tensor& x) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot take the range of empty tensor ", x.DebugString()));
   }
-  const kernels::MinMaxResult r =
-      kernels::MinMax(x.data<float>(), static_cast<size_t>(x.numel()));
+  const kernels::MinMaxResult r = kernels::MinMax(x.data<float>(), static_cast<size_t>(x.numel()));
   return Range{r.min, r.max, r.nan_count};
 }
 

@@ -94,8 +94,7 @@ TEST(QuantizeTensorTest, BadInputsGetSpecificErrors) {
   EXPECT_EQ(QuantizeTensor(x, bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = per_tensor;
   std::swap(bad.quant_min, bad.quant_max);
-  EXPECT_EQ(FakeQuantizeTensor(x, bad, false).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FakeQuantizeTensor(x, bad, false).status().code(), absl::StatusCode::kInvalidArgument);
   // Channel count or axis not matching the tensor.
   const float mins[] = {-1, -1, -1}, maxs[] = {1, 1, 1};
   const QuantParams three = *ChooseQParamsPerChannel(

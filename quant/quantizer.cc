@@ -63,9 +63,9 @@ absl::Status ComposableQuantizer::Annotate(Graph& graph) {
     for (const NodeId id : graph.node_ids()) {
       const auto owner = owners.find(id);
       if (owner != owners.end() && graph.node(id).annotation.get() != owner->second.annotation) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "quantizer ", quantizer->name(), " overwrote the annotation of %",
-            graph.node(id).name, " made by ", owner->second.quantizer));
+        return absl::FailedPreconditionError(
+            absl::StrCat("quantizer ", quantizer->name(), " overwrote the annotation of %",
+                         graph.node(id).name, " made by ", owner->second.quantizer));
       }
     }
     record(quantizer->name());
@@ -89,7 +89,8 @@ absl::Status FilterQuantizer::Annotate(Graph& graph) {
     }
     QuantizationAnnotation a;
     a.annotated = true;
-    if (config_.input_activation) a.input_qspec_map.push_back({node.inputs[0], *config_.input_activation});
+    if (config_.input_activation)
+      a.input_qspec_map.push_back({node.inputs[0], *config_.input_activation});
     if (config_.weight) a.input_qspec_map.push_back({node.inputs[1], *config_.weight});
     if (config_.quantize_bias && node.inputs.size() > 2) {
       QLAB_ASSIGN_OR_RETURN(DerivedQuantizationSpec bias, BiasSpecFor(graph, id));

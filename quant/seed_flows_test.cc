@@ -53,10 +53,9 @@ TEST(TorchaoStaticQuantizationTest, FilterSelectsLinearsAndScalesComeFromObserve
   // torchao's example: per-tensor asymmetric uint8 activations, per-axis(0) asymmetric uint8
   // weights, both AffineQuantizedMinMaxObserver.
   QuantizationConfig config;
-  config.input_activation =
-      Spec({DType::kUInt8, 0, 255, QScheme::kPerTensorAffine, -1}, "minmax");
-  config.weight = Spec({DType::kUInt8, 0, 255, QScheme::kPerChannelAffine, 0},
-                       "per_channel_minmax");
+  config.input_activation = Spec({DType::kUInt8, 0, 255, QScheme::kPerTensorAffine, -1}, "minmax");
+  config.weight =
+      Spec({DType::kUInt8, 0, 255, QScheme::kPerChannelAffine, 0}, "per_channel_minmax");
   // The filter function: only linear1, as a user picking layers by name would.
   FilterQuantizer quantizer(
       [](const Graph&, const Node& node) {
@@ -88,8 +87,8 @@ TEST(TorchaoStaticQuantizationTest, FilterSelectsLinearsAndScalesComeFromObserve
   ASSERT_EQ(weight_dq.op, OpKind::kDequantize);
   const Tensor& float_weight = model.node(Ok(model.FindNode("linear1.weight"))).value;
   const ChannelRanges w_ranges = Ok(TensorMinMaxPerChannel(float_weight, 0));
-  const QuantParams expected_w = Ok(ChooseQParamsPerChannel(
-      w_ranges.mins, w_ranges.maxs, 0, config.weight->target()));
+  const QuantParams expected_w =
+      Ok(ChooseQParamsPerChannel(w_ranges.mins, w_ranges.maxs, 0, config.weight->target()));
   EXPECT_EQ(weight_dq.attr<QuantizeAttrs>().params.scales, expected_w.scales);
   EXPECT_EQ(weight_dq.attr<QuantizeAttrs>().params.zero_points, expected_w.zero_points);
   EXPECT_EQ(quantized.node(weight_dq.inputs[0]).value.dtype(), DType::kUInt8);
@@ -101,8 +100,9 @@ TEST(TorchaoStaticQuantizationTest, FilterSelectsLinearsAndScalesComeFromObserve
 
 TEST(TorchaoStaticQuantizationTest, FilterAcceptingAnUnsupportedOpIsNamed) {
   Graph model = ToyLinearModel();
-  FilterQuantizer quantizer([](const Graph&, const Node& node) { return node.op == OpKind::kInput; },
-                            QuantizationConfig{});
+  FilterQuantizer quantizer(
+      [](const Graph&, const Node& node) { return node.op == OpKind::kInput; },
+      QuantizationConfig{});
   const absl::Status s = quantizer.Annotate(model);
   ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("%x"));
@@ -182,15 +182,14 @@ TEST(PytorchQuantizationFlowTest, CalibrateThenQuantizeWithSwitches) {
   }
   const Tensor quantized = Ok(qat.Run({batch})).outputs[0];
   // The input's amax is what calibration saw: max |x| over the batch, scale amax / 127.
-  const int input_slot = Ok(qat.SlotOf(EdgeOrNode::Input(Ok(model.FindNode("x")),
-                                                         Ok(model.FindNode("conv1")))));
+  const int input_slot =
+      Ok(qat.SlotOf(EdgeOrNode::Input(Ok(model.FindNode("x")), Ok(model.FindNode("conv1")))));
   const Range r = Ok(TensorMinMax(batch));
-  EXPECT_EQ(Ok(qat.SlotQParams(input_slot)).scales[0],
-            std::max(-r.min, r.max) / 127.0f);
+  EXPECT_EQ(Ok(qat.SlotQParams(input_slot)).scales[0], std::max(-r.min, r.max) / 127.0f);
   float max_diff = 0.0f;
   for (int64_t i = 0; i < reference.numel(); ++i) {
-    max_diff = std::max(max_diff,
-                        std::fabs(quantized.data<float>()[i] - reference.data<float>()[i]));
+    max_diff =
+        std::max(max_diff, std::fabs(quantized.data<float>()[i] - reference.data<float>()[i]));
   }
   EXPECT_GT(max_diff, 0.0f);  // quantization is on now
   // Observation is off: a second, wider batch must not move the calibrated range.

@@ -55,7 +55,7 @@ TEST(CompareToBaselineTest, ReportsEachMovementReadably) {
   EXPECT_TRUE(CompareToBaseline(run, baseline).empty());
   run["fake_quant_top1"] = 0.9110;  // -0.10 points: within 0.30
   EXPECT_TRUE(CompareToBaseline(run, baseline).empty());
-  run["fake_quant_top1"] = 0.9060;  // -0.60 points
+  run["fake_quant_top1"] = 0.9060;           // -0.60 points
   run["agreement_fp32_fake_quant"] = 0.980;  // -1.0 points
   run["eval_image_list_sha256"] = "d";
   const std::vector<std::string> v = CompareToBaseline(run, baseline);

@@ -49,10 +49,10 @@ TEST_P(CifarAccuracyTest, CorrectCountEqualsPyTorch) {
   const auto test_set = data::OpenCifar10Test(root).value();
   EvalOptions eval;
   eval.show_progress = false;
-  const EvalResult r =
-      Evaluate(*test_set, data::AllIndices(*test_set), data::CifarEvalTransform(),
-               [engine](const Tensor& images) { return engine->Run(images); }, eval)
-          .value();
+  const EvalResult r = Evaluate(
+                           *test_set, data::AllIndices(*test_set), data::CifarEvalTransform(),
+                           [engine](const Tensor& images) { return engine->Run(images); }, eval)
+                           .value();
 
   int64_t torch_correct = 0, disagreements = 0;
   for (int64_t i = 0; i < 10000; ++i) {
