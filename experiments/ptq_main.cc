@@ -59,20 +59,9 @@ ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
 namespace qlab::experiments {
 namespace {
 
-std::string UnderWorkspace(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  const std::string workspace = BazelRunWorkspace();  // bazel run's cwd is the runfiles tree
-  return workspace.empty() ? path : absl::StrCat(workspace, "/", path);
-}
-
-// The flag's folder, or the first results/ptq/run-<N> that does not exist yet: running the main
-// command again never touches an earlier run's records.
+// The flag's folder, or a new results/ptq/run-<N>.
 std::string ResolveOut(const std::string& flag) {
-  if (!flag.empty()) return UnderWorkspace(flag);
-  for (int n = 1;; ++n) {
-    const std::string candidate = UnderWorkspace(absl::StrCat("results/ptq/run-", n));
-    if (!FileExists(candidate)) return candidate;
-  }
+  return flag.empty() ? NewNumberedDir("results/ptq/run-") : UnderWorkspace(flag);
 }
 
 absl::Status Main() {

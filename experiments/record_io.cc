@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "experiments/provenance.h"
 
 namespace qlab::experiments {
 namespace {
@@ -50,6 +51,19 @@ std::string CsvLine(const std::vector<std::string>& fields) {
 bool FileExists(const std::string& path) {
   std::error_code error;
   return std::filesystem::exists(path, error);
+}
+
+std::string UnderWorkspace(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  const std::string workspace = BazelRunWorkspace();
+  return workspace.empty() ? path : absl::StrCat(workspace, "/", path);
+}
+
+std::string NewNumberedDir(const std::string& prefix) {
+  for (int n = 1;; ++n) {
+    const std::string candidate = UnderWorkspace(absl::StrCat(prefix, n));
+    if (!FileExists(candidate)) return candidate;
+  }
 }
 
 absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& value, bool overwrite) {

@@ -31,6 +31,14 @@ std::string CsvText(const std::vector<std::string>& header,
 
 bool FileExists(const std::string& path);
 
+// `path` as the user means it: absolute paths as they are, relative ones under the workspace when
+// run through `bazel run` (whose working directory is the runfiles tree), else as they are.
+std::string UnderWorkspace(const std::string& path);
+
+// The first of UnderWorkspace(<prefix>1), <prefix>2, ... that does not exist yet: where a run
+// writes by default, so that running a command again never touches an earlier run's files.
+std::string NewNumberedDir(const std::string& prefix);
+
 // InvalidArgument / DataLoss naming the path for a missing or malformed file.
 absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path);
 

@@ -49,12 +49,6 @@ ABSL_FLAG(std::string, out, "",
 namespace qlab::experiments {
 namespace {
 
-std::string UnderWorkspace(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  const std::string workspace = BazelRunWorkspace();  // bazel run's cwd is the runfiles tree
-  return workspace.empty() ? path : absl::StrCat(workspace, "/", path);
-}
-
 absl::Status Main(int argc, char** argv) {
   PtqConfig base;
   base.model = absl::GetFlag(FLAGS_model);
@@ -83,11 +77,8 @@ absl::Status Main(int argc, char** argv) {
 
   std::string out = UnderWorkspace(absl::GetFlag(FLAGS_out));
   if (out.empty()) {
-    for (int n = 1;; ++n) {
-      out = UnderWorkspace(absl::StrCat("results/sensitivity/", base.model, "-", base.quantizer,
-                                        "-", n));
-      if (!FileExists(out)) break;
-    }
+    out = NewNumberedDir(
+        absl::StrCat("results/sensitivity/", base.model, "-", base.quantizer, "-"));
   }
   if (const std::string from = absl::GetFlag(FLAGS_from_record); !from.empty()) {
     if (absl::GetFlag(FLAGS_out).empty()) {

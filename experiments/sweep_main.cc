@@ -34,17 +34,8 @@ ABSL_FLAG(int, timing_runs, -1, "override the config's timing_runs; -1: the conf
 namespace qlab::experiments {
 namespace {
 
-std::string UnderWorkspace(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  const std::string workspace = BazelRunWorkspace();  // bazel run's cwd is the runfiles tree
-  return workspace.empty() ? path : absl::StrCat(workspace, "/", path);
-}
-
 std::string NewOutDir(const std::string& name) {
-  for (int n = 1;; ++n) {
-    const std::string candidate = UnderWorkspace(absl::StrCat("results/sweeps/", name, "-", n));
-    if (!FileExists(candidate)) return candidate;
-  }
+  return NewNumberedDir(absl::StrCat("results/sweeps/", name, "-"));
 }
 
 absl::Status Main(int argc, char** argv) {
