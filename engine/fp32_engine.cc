@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "engine/layout.h"
 #include "kernels/fp32/aligned_floats.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_gemm.h"
@@ -99,26 +100,6 @@ ValueShape ShapeOf(const Node& node) {
     s.c = node.shape.size() == 2 ? node.shape[1] : 1;
   }
   return s;
-}
-
-void NchwToNhwc(const float* in, int64_t n, int64_t c, int64_t hw, float* out) {
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float* plane = in + (b * c + ch) * hw;
-      float* dst = out + b * hw * c + ch;
-      for (int64_t p = 0; p < hw; ++p) dst[p * c] = plane[p];
-    }
-  }
-}
-
-void NhwcToNchw(const float* in, int64_t n, int64_t c, int64_t hw, float* out) {
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const float* src = in + b * hw * c + ch;
-      float* plane = out + (b * c + ch) * hw;
-      for (int64_t p = 0; p < hw; ++p) plane[p] = src[p * c];
-    }
-  }
 }
 
 }  // namespace

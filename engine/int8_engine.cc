@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
+#include "engine/layout.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/qconv/qconv.h"
@@ -132,23 +133,6 @@ ValueInfo ShapeInfo(const Node& node) {
     v.c = node.shape.size() >= 2 ? node.shape[1] : 1;
   }
   return v;
-}
-
-void NchwToNhwc(const float* in, int64_t n, int64_t c, int64_t hw, float* out) {
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t p = 0; p < hw; ++p) out[(b * hw + p) * c + ch] = in[(b * c + ch) * hw + p];
-    }
-  }
-}
-
-template <typename T>
-void NhwcToNchw(const T* in, int64_t n, int64_t c, int64_t hw, T* out) {
-  for (int64_t b = 0; b < n; ++b) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t p = 0; p < hw; ++p) out[(b * c + ch) * hw + p] = in[(b * hw + p) * c + ch];
-    }
-  }
 }
 
 }  // namespace
