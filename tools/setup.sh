@@ -12,6 +12,8 @@ PACKAGES=(
   # Libraries (WORKSPACE maps each to a Bazel target).
   libabsl-dev libhwy-dev libbenchmark-dev libgtest-dev libopencv-dev pybind11-dev python3-dev
   python3-numpy nlohmann-json3-dev libpthreadpool-dev libzip-dev
+  # ONNX interchange (interchange/): generated ONNX messages + protobuf, and the Python checker.
+  libonnx-dev libprotobuf-dev python3-onnx
   # oneDNN: the side-by-side reference in the kernel benchmarks.
   libdnnl-dev
   # PyTorch 1.13 + torchvision: the reference the conformance tests compare against (never
