@@ -21,6 +21,7 @@
 #include "core/status_macros.h"
 #include "engine/fp32_engine.h"
 #include "engine/int8_engine.h"
+#include "interchange/onnx_export.h"
 #include "experiments/provenance.h"
 #include "models/data/batch_loader.h"
 #include "models/data/data_root.h"
@@ -532,6 +533,12 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   const double calib_seconds = SecondsSince(calib_start);
   QLAB_ASSIGN_OR_RETURN(const Graph converted, Convert(prepared));
   QLAB_ASSIGN_OR_RETURN(nlohmann::json qparams, QParamsSummary(prepared));
+  if (!resolved.export_onnx.empty()) {
+    ExportOptions onnx;
+    onnx.model_name = absl::StrCat(spec.name, "_", resolved.quantizer);
+    onnx.doc_string = resolved.ToJson().dump();
+    QLAB_RETURN_IF_ERROR(ExportOnnxFile(converted, onnx, resolved.export_onnx));
+  }
 
   // Evaluate.
   EvalOptions eval_options;

@@ -61,6 +61,9 @@ struct PtqConfig {
   // "fast": FP32 and fake-quant on the FP32 engine (kernels/fp32, `threads` threads);
   // "reference": both on the plain-loop interpreter (slow; the oracle, for cross-checks).
   std::string engine = "fast";
+  // When set, the converted (Q/DQ) model is also written there as ONNX (interchange/), for ONNX
+  // Runtime or TensorRT; an existing file is never replaced.
+  std::string export_onnx;
   int threads = 2;
   bool show_progress = true;
 

@@ -9,6 +9,7 @@
 // (refusing to overwrite) and append a summary line to <out>/summary.csv. Same flags and seeds give
 // the same records apart from their "timing" sections.
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -55,6 +56,8 @@ ABSL_FLAG(std::string, out, "",
           "output folder (relative paths are under the workspace when run with bazel run); "
           "default: a new results/ptq/run-<N>");
 ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
+ABSL_FLAG(bool, export_onnx, false,
+          "also write each converted model as <out>/<model>.onnx (QuantizeLinear/DequantizeLinear)");
 
 namespace qlab::experiments {
 namespace {
@@ -95,6 +98,11 @@ absl::Status Main() {
     config.engine = absl::GetFlag(FLAGS_engine);
     config.threads = absl::GetFlag(FLAGS_threads);
     const std::string record_path = absl::StrCat(out, "/", model, ".json");
+    if (absl::GetFlag(FLAGS_export_onnx)) {
+      std::error_code error;
+      std::filesystem::create_directories(out, error);  // the exporter writes beside the record
+      config.export_onnx = absl::StrCat(out, "/", model, ".onnx");
+    }
     if (!absl::GetFlag(FLAGS_overwrite) && FileExists(record_path)) {
       return absl::AlreadyExistsError(
           absl::StrCat(record_path, " exists: choose another --out or pass --overwrite"));
