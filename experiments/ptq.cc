@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -21,8 +22,8 @@
 #include "core/status_macros.h"
 #include "engine/fp32_engine.h"
 #include "engine/int8_engine.h"
-#include "interchange/onnx_export.h"
 #include "experiments/provenance.h"
+#include "interchange/onnx_export.h"
 #include "models/data/batch_loader.h"
 #include "models/data/data_root.h"
 #include "models/data/random.h"
@@ -651,6 +652,76 @@ absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     overrides[key] = entry.get<std::string>();
   }
   return overrides;
+}
+
+absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
+  if (!value.is_object()) {
+    return absl::InvalidArgumentError("a PTQ config must be a JSON object, got " + value.dump());
+  }
+  PtqConfig c;
+  for (const auto& [key, v] : value.items()) {
+    const auto wrong = [&](const char* expected) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PTQ config key \"", key, "\": expected ", expected, ", got ", v.dump()));
+    };
+    const auto text = [&](std::string& field) -> absl::Status {
+      if (!v.is_string()) return wrong("a string");
+      field = v.get<std::string>();
+      return absl::OkStatus();
+    };
+    const auto integer = [&](auto& field) -> absl::Status {
+      if (!v.is_number_integer()) return wrong("an integer");
+      field = v.get<std::decay_t<decltype(field)>>();
+      return absl::OkStatus();
+    };
+    absl::Status s;
+    if (key == "model")
+      s = text(c.model);
+    else if (key == "weights")
+      s = text(c.weights);
+    else if (key == "data_root")
+      s = text(c.data_root);
+    else if (key == "cache_dir")
+      s = text(c.cache_dir);
+    else if (key == "quantizer")
+      s = text(c.quantizer);
+    else if (key == "calibrator")
+      s = text(c.calibrator);
+    else if (key == "weight_granularity")
+      s = text(c.weight_granularity);
+    else if (key == "activation_scheme")
+      s = text(c.activation_scheme);
+    else if (key == "engine")
+      s = text(c.engine);
+    else if (key == "export_onnx")
+      s = text(c.export_onnx);
+    else if (key == "sqnr_images")
+      s = integer(c.sqnr_images);
+    else if (key == "calib_images")
+      s = integer(c.calib_images);
+    else if (key == "calib_seed")
+      s = integer(c.calib_seed);
+    else if (key == "eval_images")
+      s = integer(c.eval_images);
+    else if (key == "batch_size")
+      s = integer(c.batch_size);
+    else if (key == "timing_runs")
+      s = integer(c.timing_runs);
+    else if (key == "threads")
+      s = integer(c.threads);
+    else if (key == "show_progress") {
+      if (!v.is_boolean()) return wrong("true or false");
+      c.show_progress = v.get<bool>();
+    } else if (key == "layer_overrides") {
+      QLAB_ASSIGN_OR_RETURN(c.layer_overrides, LayerOverridesFromJson(v, "layer_overrides"));
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown PTQ config key \"", key, "\"; known: ", PtqConfig().ToJson().dump(),
+                       " and data_root, cache_dir, export_onnx, show_progress"));
+    }
+    QLAB_RETURN_IF_ERROR(s);
+  }
+  return c;
 }
 
 nlohmann::json DeterministicPart(const nlohmann::json& record) {

@@ -93,6 +93,11 @@ std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int6
 absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     const nlohmann::json& value, const std::string& what);
 
+// A PtqConfig from a JSON object whose keys are PtqConfig's field names (as ToJson writes them,
+// plus data_root, cache_dir, export_onnx, show_progress); absent keys keep their defaults.
+// InvalidArgument naming the key for an unknown key or a value of the wrong type.
+absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value);
+
 // The record without its "timing" section: what must be byte-identical between two runs of the
 // same config.
 nlohmann::json DeterministicPart(const nlohmann::json& record);

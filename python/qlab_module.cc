@@ -33,8 +33,10 @@
 #include "core/tensor.h"
 #include "engine/fp32_engine.h"
 #include "engine/int8_engine.h"
+#include "experiments/ptq.h"
 #include "models/resnet.h"
 #include "models/weights.h"
+#include "nlohmann/json.hpp"
 #include "quant/backend_quantizers.h"
 #include "quant/convert.h"
 #include "quant/graph/fold_batch_norm.h"
@@ -135,10 +137,10 @@ Tensor TensorFromArray(const py::handle& object, const char* what,
   }
   const int rank = static_cast<int>(a.ndim());
   if (rank < min_rank || rank > max_rank) {
-    ThrowValueError(absl::StrCat(what, " must have rank ",
-                                 min_rank == max_rank ? absl::StrCat(min_rank)
-                                                      : absl::StrCat(min_rank, "..", max_rank),
-                                 ", got rank ", rank));
+    ThrowValueError(absl::StrCat(
+        what, " must have rank ",
+        min_rank == max_rank ? absl::StrCat(min_rank) : absl::StrCat(min_rank, "..", max_rank),
+        ", got rank ", rank));
   }
   Shape shape;
   for (int i = 0; i < rank; ++i) shape.push_back(a.shape(i));
@@ -161,8 +163,8 @@ DType ParseIntDType(const std::string& name) {
   if (name == "int8") return DType::kInt8;
   if (name == "uint8") return DType::kUInt8;
   if (name == "int32") return DType::kInt32;
-  ThrowValueError(absl::StrCat("dtype must be \"int8\", \"uint8\" or \"int32\", got \"", name,
-                               "\""));
+  ThrowValueError(
+      absl::StrCat("dtype must be \"int8\", \"uint8\" or \"int32\", got \"", name, "\""));
 }
 
 QScheme ParseQScheme(const std::string& name) {
@@ -170,9 +172,10 @@ QScheme ParseQScheme(const std::string& name) {
                     QScheme::kPerChannelAffine, QScheme::kPerChannelSymmetric}) {
     if (name == QSchemeName(s)) return s;
   }
-  ThrowValueError(absl::StrCat("qscheme must be per_tensor_affine, per_tensor_symmetric, "
-                               "per_channel_affine or per_channel_symmetric, got \"",
-                               name, "\""));
+  ThrowValueError(
+      absl::StrCat("qscheme must be per_tensor_affine, per_tensor_symmetric, "
+                   "per_channel_affine or per_channel_symmetric, got \"",
+                   name, "\""));
 }
 
 // A Python float/int or a 1-D sequence/array of them, as a vector.
@@ -299,7 +302,8 @@ class PyModel {
 
   py::array RunFp32(const py::handle& images) {
     const Tensor input = Images(images);
-    if (!fp32_) fp32_ = std::make_shared<Fp32Engine>(ValueOrThrow(Fp32Engine::Create(graph_, threads_)));
+    if (!fp32_)
+      fp32_ = std::make_shared<Fp32Engine>(ValueOrThrow(Fp32Engine::Create(graph_, threads_)));
     return Run(fp32_, input);
   }
 
@@ -315,7 +319,8 @@ class PyModel {
     {
       py::gil_scoped_release release;
       for (int64_t begin = 0; begin < n; begin += batch_size) {
-        absl::StatusOr<Tensor> batch = images.Slice(begin, std::min<int64_t>(n, begin + batch_size));
+        absl::StatusOr<Tensor> batch =
+            images.Slice(begin, std::min<int64_t>(n, begin + batch_size));
         absl::Status status = batch.status();
         if (status.ok()) status = prepared.Calibrate({*batch});
         if (!status.ok()) {
@@ -331,7 +336,8 @@ class PyModel {
   py::array RunInt8(const py::handle& images) {
     const Tensor input = Images(images);
     if (!converted_) {
-      PyErr_SetString(PyExc_RuntimeError, "run_int8 needs a quantized model: call quantize() first");
+      PyErr_SetString(PyExc_RuntimeError,
+                      "run_int8 needs a quantized model: call quantize() first");
       throw py::error_already_set();
     }
     if (!int8_) {
@@ -373,8 +379,8 @@ class PyModel {
   static Tensor Images(const py::handle& images) {
     Tensor t = TensorFromArray(images, "images", {DType::kFloat32}, 4, 4, Layout::kNCHW);
     if (t.dim(1) != 3) {
-      ThrowValueError(absl::StrCat("images must be NCHW with 3 channels, got shape ",
-                                   ShapeString(t.shape())));
+      ThrowValueError(
+          absl::StrCat("images must be NCHW with 3 channels, got shape ", ShapeString(t.shape())));
     }
     if (t.dim(0) == 0) ThrowValueError("images must hold at least one image");
     return t;
@@ -432,13 +438,14 @@ PYBIND11_MODULE(_qlab, m) {
            "the dtype's range. Returns dict(dtype, quant_min, quant_max, qscheme, axis,\n"
            "scales, zero_points, mins, maxs); mins/maxs are the range before widening to 0.")
       .def("save", &PyObserver::Save, py::arg("path"), "Writes the observer's state to a file.")
-      .def_property_readonly("spec", [](const PyObserver& o) { return o.observer().spec(); },
-                             "The registry spec that recreates this observer.")
+      .def_property_readonly(
+          "spec", [](const PyObserver& o) { return o.observer().spec(); },
+          "The registry spec that recreates this observer.")
       .def_property_readonly("per_channel",
                              [](const PyObserver& o) { return o.observer().per_channel(); })
-      .def_property_readonly("num_batches",
-                             [](const PyObserver& o) { return o.observer().num_batches(); },
-                             "Number of observe() calls that added data.")
+      .def_property_readonly(
+          "num_batches", [](const PyObserver& o) { return o.observer().num_batches(); },
+          "Number of observe() calls that added data.")
       .def_property_readonly("non_finite_skipped",
                              [](const PyObserver& o) { return o.observer().non_finite_skipped(); })
       .def("__repr__",
@@ -478,8 +485,8 @@ PYBIND11_MODULE(_qlab, m) {
       py::arg("quant_max") = py::none(), py::arg("axis") = py::none());
   m.def(
       "fake_quantize",
-      [](const py::handle& x, const py::handle& scale, const py::handle& zero_point,
-         int quant_min, int quant_max, std::optional<int> axis) {
+      [](const py::handle& x, const py::handle& scale, const py::handle& zero_point, int quant_min,
+         int quant_max, std::optional<int> axis) {
         const Tensor t = TensorFromArray(x, "x", {DType::kFloat32});
         // The container type only bounds the range (quant/quantize_tensor.h): the smallest that
         // holds [quant_min, quant_max].
@@ -507,4 +514,23 @@ PYBIND11_MODULE(_qlab, m) {
       .def_property_readonly("num_classes", &PyModel::num_classes)
       .def_property_readonly("quantized", &PyModel::quantized);
   m.def("model_names", &ModelNames, "Names Model() accepts.");
+  m.def(
+      "ptq_json",
+      [](const std::string& config_json) {
+        const nlohmann::json parsed =
+            nlohmann::json::parse(config_json, nullptr, /*allow_exceptions=*/false);
+        if (parsed.is_discarded()) ThrowValueError("ptq: the config is not valid JSON");
+        absl::StatusOr<experiments::PtqConfig> config = experiments::PtqConfigFromJson(parsed);
+        ThrowIfError(config.status());
+        absl::StatusOr<nlohmann::json> record;
+        {
+          py::gil_scoped_release release;  // minutes of C++ work: let other Python threads run
+          record = experiments::RunPtq(*config);
+        }
+        ThrowIfError(record.status());
+        return record->dump();
+      },
+      py::arg("config_json"),
+      "RunPtq on a JSON config (experiments/ptq.h field names); returns the record as JSON. "
+      "Use qlab.ptq(dict).");
 }

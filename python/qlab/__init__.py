@@ -26,6 +26,8 @@ Build and import: see python/README.md (``bazel build //python:qlab``, then
 ``PYTHONPATH=python:bazel-bin/python`` from the repository root).
 """
 
+import json
+
 import _qlab
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "fake_quantize",
     "Model",
     "model_names",
+    "ptq",
 ]
 
 # Calibrators (calibration/registry.h): classes and functions documented in the extension.
@@ -47,6 +50,19 @@ observer_names = _qlab.observer_names
 # The flow (models/, quant/, engine/).
 Model = _qlab.Model
 model_names = _qlab.model_names
+
+
+def ptq(config):
+    """Post-training quantization end to end; returns the record as a dict.
+
+    `config` is a dict of experiments/ptq.h's PtqConfig fields, e.g.
+    ``{"model": "resnet20", "quantizer": "x86", "calibrator": "entropy", "eval_images": 2000}``
+    (absent keys keep their defaults: the shared checkpoint, 512 calibration images, the whole
+    test set). The record is what ``bazel run //experiments:ptq`` writes: config, inputs digests,
+    provenance, FP32 / fake-quant / int8 results, model size, timing. Unknown keys and bad values
+    raise ValueError naming the key.
+    """
+    return json.loads(_qlab.ptq_json(json.dumps(config)))
 
 
 def quantize(x, scale, zero_point, dtype="int8", quant_min=None, quant_max=None, axis=None):
