@@ -14,6 +14,9 @@ PACKAGES=(
   python3-numpy nlohmann-json3-dev libpthreadpool-dev libzip-dev
   # ONNX interchange (interchange/): generated ONNX messages + protobuf, and the Python checker.
   libonnx-dev libprotobuf-dev python3-onnx
+  # Fuzzing and sanitizer builds (tests/fuzz, --config=fuzz): clang 14 and its libFuzzer/ASan
+  # runtimes.
+  clang libclang-rt-14-dev
   # oneDNN: the side-by-side reference in the kernel benchmarks.
   libdnnl-dev
   # PyTorch 1.13 + torchvision: the reference the conformance tests compare against (never

@@ -351,7 +351,18 @@ std::string Builder::Describe(int id) const {
 absl::StatusOr<const std::string*> Builder::StorageBytes(const StorageRef& s,
                                                          const StorageType& type) {
   auto it = storages_.find(s.key);
-  if (it != storages_.end()) return &it->second;
+  if (it != storages_.end()) {
+    // A later reference to a storage read before must agree on its size: MakeTensor bounds
+    // tensors by the numel of *this* reference, so a second reference claiming more elements
+    // (or wider ones) than were read would index past the cached bytes (found by fuzzing).
+    const int64_t held = static_cast<int64_t>(it->second.size());
+    if (held % type.element_size != 0 || s.numel != held / type.element_size) {
+      return absl::DataLossError(absl::StrCat(
+          path_, ": storage '", s.key, "' is referenced as ", s.numel, " elements of ", type.name,
+          " but holds ", it->second.size(), " bytes"));
+    }
+    return &it->second;
+  }
   if (s.key.empty() || s.key.find('/') != std::string::npos || s.key == "..") {
     return absl::InvalidArgumentError(absl::StrCat(path_, ": bad storage key '", s.key, "'"));
   }
