@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 #include "engine/layout.h"
+#include "engine/pool_geometry.h"
 #include "kernels/fp32/aligned_floats.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_gemm.h"
@@ -295,19 +296,7 @@ absl::Status Fp32Engine::Impl::CompileNode(const Node& node,
       }
       const auto& a = node.attr<Pool2dAttrs>();
       step.kind = node.op == OpKind::kMaxPool2d ? StepKind::kMaxPool : StepKind::kAvgPool;
-      kernels::Fp32PoolGeometry& g = step.pool;
-      g.in_h = in.h;
-      g.in_w = in.w;
-      g.channels = in.c;
-      g.kernel_h = a.kernel[0];
-      g.kernel_w = a.kernel[1];
-      g.stride_h = a.stride[0];
-      g.stride_w = a.stride[1];
-      g.pad_h = a.padding[0];
-      g.pad_w = a.padding[1];
-      g.out_h = out.h;
-      g.out_w = out.w;
-      g.count_include_pad = a.count_include_pad;
+      step.pool = Fp32PoolGeometryOf(a, in.h, in.w, in.c, out.h, out.w);
       break;
     }
     case OpKind::kFlatten:

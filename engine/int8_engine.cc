@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "core/status_macros.h"
 #include "engine/layout.h"
+#include "engine/pool_geometry.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/qconv/qconv.h"
@@ -490,19 +491,7 @@ absl::Status Int8Engine::Impl::CompilePool(const Node& node) {
   }
   Step step{node.op == OpKind::kMaxPool2d ? StepKind::kF32MaxPool : StepKind::kF32AvgPool};
   step.inputs = {Float(x)};
-  kernels::Fp32PoolGeometry& f = step.fpool;
-  f.in_h = xi.h;
-  f.in_w = xi.w;
-  f.channels = xi.c;
-  f.kernel_h = a.kernel[0];
-  f.kernel_w = a.kernel[1];
-  f.stride_h = a.stride[0];
-  f.stride_w = a.stride[1];
-  f.pad_h = a.padding[0];
-  f.pad_w = a.padding[1];
-  f.out_h = out.h;
-  f.out_w = out.w;
-  f.count_include_pad = a.count_include_pad;
+  step.fpool = Fp32PoolGeometryOf(a, xi.h, xi.w, xi.c, out.h, out.w);
   out.kind = ValueKind::kF32;
   step.output = NewValue(out);
   value_of[node.id] = step.output;
