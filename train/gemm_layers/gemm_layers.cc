@@ -1,0 +1,416 @@
+// Conv2d / Linear forward and backward for training (gemm_layers.h) on kernels/fp32's GEMM:
+// weight packing into reusable scratch, the im2col / col2im glue around Fp32Gemm and
+// Fp32Conv2dNhwc, and the fixed-order reductions (dbias, dw chunks).
+
+#include "train/gemm_layers/gemm_layers.h"
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "kernels/fp32/aligned_floats.h"
+
+namespace qlab::train {
+
+using kernels::AlignedFloats;
+using kernels::Fp32ConvGeometry;
+using kernels::Fp32Epilogue;
+using kernels::Fp32PackedWeights;
+using kernels::kFp32PanelColumns;
+
+namespace {
+
+// An aligned float buffer that grows to the largest size asked for and never shrinks.
+class GrowingFloats {
+ public:
+  float* Get(size_t size) {
+    if (data_.size() < size) data_ = AlignedFloats(size);
+    return data_.data();
+  }
+  size_t capacity() const { return data_.size(); }
+
+ private:
+  AlignedFloats data_;
+};
+
+// Floats of im2col / dcol columns materialized at once (16 MiB): large enough that the GEMMs
+// between chunks run long, small enough to stay out of the way of the activations.
+constexpr size_t kColumnChunkFloats = size_t{4} << 20;
+
+}  // namespace
+
+struct GemmLayerScratch::Buffers {
+  Fp32PackedWeights packed;  // B of the GEMM or convolution being run
+  GrowingFloats weights;     // weights reordered before packing (OHWI, flipped)
+  GrowingFloats columns;     // dcol chunks (strided dx), packed im2col chunks (dw)
+  GrowingFloats transposed;  // dy^T (dw of conv and linear)
+  GrowingFloats dw_taps;     // dw in [out_c][(kh, kw, ic)] order before the OIHW reorder
+};
+
+GemmLayerScratch::GemmLayerScratch() : buffers_(std::make_unique<Buffers>()) {}
+GemmLayerScratch::~GemmLayerScratch() = default;
+GemmLayerScratch::GemmLayerScratch(GemmLayerScratch&&) noexcept = default;
+GemmLayerScratch& GemmLayerScratch::operator=(GemmLayerScratch&&) noexcept = default;
+
+size_t GemmLayerScratch::CapacityFloats() const {
+  if (buffers_ == nullptr) return 0;  // moved from
+  const Buffers& b = *buffers_;
+  return b.packed.data.size() + b.packed.bias.size() + b.weights.capacity() + b.columns.capacity() +
+         b.transposed.capacity() + b.dw_taps.capacity();
+}
+
+GemmLayerScratch::Buffers& ScratchBuffers(GemmLayerScratch& scratch) {
+  if (scratch.buffers_ == nullptr) scratch.buffers_ = std::make_unique<GemmLayerScratch::Buffers>();
+  return *scratch.buffers_;
+}
+
+namespace {
+
+using Buffers = GemmLayerScratch::Buffers;
+
+// --- Packing into the reused Fp32PackedWeights (layout: kernels/fp32/fp32_gemm.h) ------------
+
+// Sizes `w` for K x N (reallocating only to grow) and fills the zero-padded bias.
+Fp32PackedWeights& PackedFor(Buffers& b, size_t k, size_t n, const float* bias) {
+  Fp32PackedWeights& w = b.packed;
+  w.k = k;
+  w.n = n;
+  w.panels = (n + kFp32PanelColumns - 1) / kFp32PanelColumns;
+  if (w.data.size() < w.panels * k * kFp32PanelColumns) {
+    w.data = AlignedFloats(w.panels * k * kFp32PanelColumns);
+  }
+  if (w.bias.size() < w.panels * kFp32PanelColumns) {
+    w.bias = AlignedFloats(w.panels * kFp32PanelColumns);
+  }
+  std::fill(w.bias.data(), w.bias.data() + w.panels * kFp32PanelColumns, 0.0f);
+  if (bias != nullptr) std::memcpy(w.bias.data(), bias, n * sizeof(float));
+  return w;
+}
+
+// B[kk][col] = src[kk * ld + col] (row-major K x N).
+void PackRows(const float* src, size_t ld, Fp32PackedWeights& w) {
+  for (size_t p = 0; p < w.panels; ++p) {
+    const size_t col0 = p * kFp32PanelColumns;
+    const size_t valid = std::min(kFp32PanelColumns, w.n - col0);
+    float* panel = w.data.data() + p * w.k * kFp32PanelColumns;
+    for (size_t kk = 0; kk < w.k; ++kk) {
+      float* dst = panel + kk * kFp32PanelColumns;
+      std::memcpy(dst, src + kk * ld + col0, valid * sizeof(float));
+      std::fill(dst + valid, dst + kFp32PanelColumns, 0.0f);
+    }
+  }
+}
+
+// B[kk][col] = src[col * ld + kk] (given transposed: N x K, as Linear and OHWI weights are).
+void PackColumns(const float* src, size_t ld, Fp32PackedWeights& w) {
+  for (size_t p = 0; p < w.panels; ++p) {
+    float* panel = w.data.data() + p * w.k * kFp32PanelColumns;
+    for (size_t c = 0; c < kFp32PanelColumns; ++c) {
+      const size_t col = p * kFp32PanelColumns + c;
+      if (col >= w.n) {
+        for (size_t kk = 0; kk < w.k; ++kk) panel[kk * kFp32PanelColumns + c] = 0.0f;
+        continue;
+      }
+      const float* row = src + col * ld;
+      for (size_t kk = 0; kk < w.k; ++kk) panel[kk * kFp32PanelColumns + c] = row[kk];
+    }
+  }
+}
+
+// OIHW [o][i][t] -> OHWI [o][t][i] (t = kh * kernel_w + kw): rows in the convolution's K order.
+const float* ToOhwi(const float* oihw, size_t out_c, size_t in_c, size_t taps, Buffers& b) {
+  float* ohwi = b.weights.Get(out_c * in_c * taps);
+  for (size_t o = 0; o < out_c; ++o) {
+    const float* src = oihw + o * in_c * taps;
+    float* dst = ohwi + o * in_c * taps;
+    for (size_t i = 0; i < in_c; ++i) {
+      for (size_t t = 0; t < taps; ++t) dst[t * in_c + i] = src[i * taps + t];
+    }
+  }
+  return ohwi;
+}
+
+// --- Small fixed-order reductions and reorders ------------------------------------------------
+
+// sums[c] = sum over r of src[r][c], r increasing (the same order for any thread count).
+struct ColumnSums {
+  const float* src;
+  size_t rows, cols;
+  float* sums;
+};
+constexpr size_t kSumColumnsPerTask = 64;
+
+void ColumnSumsTask(void* context, size_t task) {
+  const ColumnSums& s = *static_cast<const ColumnSums*>(context);
+  const size_t c0 = task * kSumColumnsPerTask;
+  const size_t width = std::min(kSumColumnsPerTask, s.cols - c0);
+  float acc[kSumColumnsPerTask] = {};
+  for (size_t r = 0; r < s.rows; ++r) {
+    const float* row = s.src + r * s.cols + c0;
+    for (size_t c = 0; c < width; ++c) acc[c] += row[c];
+  }
+  std::memcpy(s.sums + c0, acc, width * sizeof(float));
+}
+
+void SumColumns(const float* src, size_t rows, size_t cols, float* sums, pthreadpool_t pool) {
+  ColumnSums s{src, rows, cols, sums};
+  pthreadpool_parallelize_1d(pool, &ColumnSumsTask, &s,
+                             (cols + kSumColumnsPerTask - 1) / kSumColumnsPerTask, 0);
+}
+
+// dst[c][r] = src[r][c] for an R x C block (src row stride ld_src, dst row stride ld_dst).
+void Transpose(const float* src, size_t rows, size_t cols, size_t ld_src, float* dst,
+               size_t ld_dst) {
+  constexpr size_t kBlock = 16;
+  for (size_t r0 = 0; r0 < rows; r0 += kBlock) {
+    const size_t r1 = std::min(rows, r0 + kBlock);
+    for (size_t c0 = 0; c0 < cols; c0 += kBlock) {
+      const size_t c1 = std::min(cols, c0 + kBlock);
+      for (size_t r = r0; r < r1; ++r) {
+        for (size_t c = c0; c < c1; ++c) dst[c * ld_dst + r] = src[r * ld_src + c];
+      }
+    }
+  }
+}
+
+// --- Convolution helpers -----------------------------------------------------------------------
+
+size_t Taps(const Fp32ConvGeometry& g) { return g.kernel_h * g.kernel_w; }
+size_t Pixels(const Fp32ConvGeometry& g) { return g.batch * g.out_h * g.out_w; }
+
+// Input coordinate of output coordinate `o`, tap `k`; negative or >= size when in the padding.
+int64_t InputCoordinate(size_t o, size_t k, size_t stride, size_t dilation, size_t pad) {
+  return static_cast<int64_t>(o * stride + k * dilation) - static_cast<int64_t>(pad);
+}
+
+// Writes im2col rows m0 .. m0 + rows - 1 (K = taps * in_c floats each, order (kh, kw, ic))
+// straight into the panels of `w` (w.k = rows: the GEMM's K is the pixel index here).
+void PackIm2colRows(const Fp32ConvGeometry& g, const float* x, size_t m0, size_t rows,
+                    Fp32PackedWeights& w) {
+  const size_t c = g.in_channels;
+  const size_t k = Taps(g) * c;  // = w.n
+  float* data = w.data.data();
+  const auto put = [&](size_t r, size_t kk, float v) {
+    data[((kk / kFp32PanelColumns) * w.k + r) * kFp32PanelColumns + kk % kFp32PanelColumns] = v;
+  };
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t m = m0 + r;
+    const size_t ow = m % g.out_w;
+    const size_t oh = (m / g.out_w) % g.out_h;
+    const float* image = x + m / (g.out_w * g.out_h) * g.in_h * g.in_w * c;
+    for (size_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = InputCoordinate(oh, kh, g.stride_h, g.dilation_h, g.pad_h);
+      const bool row_inside = ih >= 0 && ih < static_cast<int64_t>(g.in_h);
+      for (size_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = InputCoordinate(ow, kw, g.stride_w, g.dilation_w, g.pad_w);
+        const size_t kk0 = (kh * g.kernel_w + kw) * c;
+        if (!row_inside || iw < 0 || iw >= static_cast<int64_t>(g.in_w)) {
+          for (size_t i = 0; i < c; ++i) put(r, kk0 + i, 0.0f);
+          continue;
+        }
+        const float* src = image + (static_cast<size_t>(ih) * g.in_w + static_cast<size_t>(iw)) * c;
+        // Contiguous runs inside one panel row: copy them whole.
+        for (size_t i = 0; i < c;) {
+          const size_t kk = kk0 + i;
+          const size_t run = std::min(c - i, kFp32PanelColumns - kk % kFp32PanelColumns);
+          std::memcpy(&data[((kk / kFp32PanelColumns) * w.k + r) * kFp32PanelColumns +
+                            kk % kFp32PanelColumns],
+                      src + i, run * sizeof(float));
+          i += run;
+        }
+      }
+    }
+    for (size_t kk = k; kk < w.panels * kFp32PanelColumns; ++kk) put(r, kk, 0.0f);
+  }
+}
+
+// col2im by gathering: dx[n][ih][iw][:] = sum over taps (kh, kw increasing) hitting (ih, iw) of
+// dcol[(n - n0, oh, ow)][(kh, kw, :)], for the input rows of images n0 .. n1 - 1.
+struct Col2im {
+  const Fp32ConvGeometry* g;
+  const float* dcol;
+  size_t n0;
+  float* dx;
+};
+
+// The output coordinate whose tap k reads input coordinate i, if any.
+bool OutputCoordinate(size_t i, size_t k, size_t stride, size_t dilation, size_t pad,
+                      size_t out_size, size_t* o) {
+  const int64_t shifted = static_cast<int64_t>(i + pad) - static_cast<int64_t>(k * dilation);
+  if (shifted < 0 || shifted % static_cast<int64_t>(stride) != 0) return false;
+  *o = static_cast<size_t>(shifted) / stride;
+  return *o < out_size;
+}
+
+void Col2imRow(void* context, size_t row) {
+  const Col2im& job = *static_cast<const Col2im*>(context);
+  const Fp32ConvGeometry& g = *job.g;
+  const size_t c = g.in_channels;
+  const size_t k = Taps(g) * c;
+  const size_t n = job.n0 + row / g.in_h;
+  const size_t ih = row % g.in_h;
+  float* out_row = job.dx + (n * g.in_h + ih) * g.in_w * c;
+  std::fill(out_row, out_row + g.in_w * c, 0.0f);
+  for (size_t kh = 0; kh < g.kernel_h; ++kh) {
+    size_t oh;
+    if (!OutputCoordinate(ih, kh, g.stride_h, g.dilation_h, g.pad_h, g.out_h, &oh)) continue;
+    for (size_t kw = 0; kw < g.kernel_w; ++kw) {
+      const float* taps =
+          job.dcol + ((n - job.n0) * g.out_h + oh) * g.out_w * k + (kh * g.kernel_w + kw) * c;
+      for (size_t iw = 0; iw < g.in_w; ++iw) {
+        size_t ow;
+        if (!OutputCoordinate(iw, kw, g.stride_w, g.dilation_w, g.pad_w, g.out_w, &ow)) continue;
+        const float* src = taps + ow * k;
+        float* dst = out_row + iw * c;
+        for (size_t i = 0; i < c; ++i) dst[i] += src[i];
+      }
+    }
+  }
+}
+
+// dx = conv_transpose(dy, w) through dcol = dy x W[out_c][K] and col2im, a chunk of images at a
+// time. General (any stride, padding, dilation).
+void ConvBackwardDataGemm(const ConvLayerShape& shape, const float* w_oihw, const float* dy,
+                          float* dx, Buffers& b, pthreadpool_t pool) {
+  const Fp32ConvGeometry& g = shape.geometry;
+  const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g), k = taps * c;
+  const float* ohwi = ToOhwi(w_oihw, oc, c, taps, b);
+  Fp32PackedWeights& packed = PackedFor(b, oc, k, nullptr);
+  PackRows(ohwi, k, packed);
+  const size_t image_pixels = g.out_h * g.out_w;
+  const size_t images_per_chunk =
+      std::clamp<size_t>(kColumnChunkFloats / std::max<size_t>(1, image_pixels * k), 1, g.batch);
+  float* dcol = b.columns.Get(images_per_chunk * image_pixels * k);
+  for (size_t n0 = 0; n0 < g.batch; n0 += images_per_chunk) {
+    const size_t images = std::min(images_per_chunk, g.batch - n0);
+    kernels::Fp32Gemm(dy + n0 * image_pixels * oc, images * image_pixels, oc, packed,
+                      Fp32Epilogue{}, dcol, k, pool);
+    Col2im job{&g, dcol, n0, dx};
+    pthreadpool_parallelize_1d(pool, &Col2imRow, &job, images * g.in_h, 0);
+  }
+}
+
+// dx for stride 1: the convolution of dy (padding dilation * (k - 1) - pad) with the flipped
+// weights, input and output channels swapped: B[(kh', kw', o)][i] = W[o][i][kh - 1 - kh'][..].
+void ConvBackwardDataStride1(const ConvLayerShape& shape, const float* w_oihw, const float* dy,
+                             float* dx, Buffers& b, pthreadpool_t pool) {
+  const Fp32ConvGeometry& g = shape.geometry;
+  const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g);
+  float* flipped = b.weights.Get(taps * oc * c);  // [t'][o][i]
+  for (size_t o = 0; o < oc; ++o) {
+    for (size_t i = 0; i < c; ++i) {
+      const float* src = w_oihw + (o * c + i) * taps;
+      for (size_t t = 0; t < taps; ++t) flipped[((taps - 1 - t) * oc + o) * c + i] = src[t];
+    }
+  }
+  Fp32PackedWeights& packed = PackedFor(b, taps * oc, c, nullptr);
+  PackRows(flipped, c, packed);
+  Fp32ConvGeometry t;
+  t.batch = g.batch;
+  t.in_h = g.out_h;
+  t.in_w = g.out_w;
+  t.in_channels = oc;
+  t.kernel_h = g.kernel_h;
+  t.kernel_w = g.kernel_w;
+  t.pad_h = g.dilation_h * (g.kernel_h - 1) - g.pad_h;
+  t.pad_w = g.dilation_w * (g.kernel_w - 1) - g.pad_w;
+  t.dilation_h = g.dilation_h;
+  t.dilation_w = g.dilation_w;
+  t.out_h = g.in_h;
+  t.out_w = g.in_w;
+  kernels::Fp32Conv2dNhwc(t, dy, packed, Fp32Epilogue{}, dx, pool);
+}
+
+// dw[o][i][kh][kw] = sum over m (increasing, in chunks) of dy[m][o] * im2col(x)[m][(kh, kw, i)]:
+// per chunk, A = dy^T [out_c][chunk] times B = the chunk's im2col rows packed, accumulated into
+// dw_taps through the GEMM's residual (chunk order fixed by the shape).
+void ConvBackwardFilterGemm(const ConvLayerShape& shape, const float* x, const float* dy, float* dw,
+                            Buffers& b, pthreadpool_t pool) {
+  const Fp32ConvGeometry& g = shape.geometry;
+  const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g), k = taps * c;
+  const size_t m = Pixels(g);
+  const size_t padded_k = (k + kFp32PanelColumns - 1) / kFp32PanelColumns * kFp32PanelColumns;
+  const size_t chunk = std::clamp<size_t>(kColumnChunkFloats / padded_k, 1, m);
+  float* dyt = b.transposed.Get(oc * chunk);
+  float* acc = b.dw_taps.Get(oc * k);
+  for (size_t m0 = 0; m0 < m; m0 += chunk) {
+    const size_t rows = std::min(chunk, m - m0);
+    Fp32PackedWeights& packed = PackedFor(b, rows, k, nullptr);
+    PackIm2colRows(g, x, m0, rows, packed);
+    Transpose(dy + m0 * oc, rows, oc, oc, dyt, rows);
+    Fp32Epilogue epilogue;
+    if (m0 > 0) {
+      epilogue.residual = acc;
+      epilogue.residual_stride = k;
+    }
+    kernels::Fp32Gemm(dyt, oc, rows, packed, epilogue, acc, k, pool);
+  }
+  for (size_t o = 0; o < oc; ++o) {
+    for (size_t i = 0; i < c; ++i) {
+      for (size_t t = 0; t < taps; ++t) dw[(o * c + i) * taps + t] = acc[o * k + t * c + i];
+    }
+  }
+}
+
+}  // namespace
+
+void ConvForward(const ConvLayerShape& shape, const float* x, const float* w_oihw,
+                 const float* bias, float* y, GemmLayerScratch& scratch, pthreadpool_t pool) {
+  Buffers& b = ScratchBuffers(scratch);
+  const Fp32ConvGeometry& g = shape.geometry;
+  const size_t taps = Taps(g), c = g.in_channels;
+  const float* ohwi = ToOhwi(w_oihw, shape.out_channels, c, taps, b);
+  Fp32PackedWeights& packed = PackedFor(b, taps * c, shape.out_channels, bias);
+  PackColumns(ohwi, taps * c, packed);
+  kernels::Fp32Conv2dNhwc(g, x, packed, Fp32Epilogue{}, y, pool);
+}
+
+void ConvBackward(const ConvLayerShape& shape, const float* x, const float* w_oihw, const float* dy,
+                  float* dx, float* dw, float* dbias, GemmLayerScratch& scratch,
+                  pthreadpool_t pool) {
+  Buffers& b = ScratchBuffers(scratch);
+  const Fp32ConvGeometry& g = shape.geometry;
+  if (dbias != nullptr) SumColumns(dy, Pixels(g), shape.out_channels, dbias, pool);
+  if (dw != nullptr) ConvBackwardFilterGemm(shape, x, dy, dw, b, pool);
+  if (dx != nullptr) {
+    const bool stride1 = g.stride_h == 1 && g.stride_w == 1 &&
+                         g.dilation_h * (g.kernel_h - 1) >= g.pad_h &&
+                         g.dilation_w * (g.kernel_w - 1) >= g.pad_w;
+    if (stride1) {
+      ConvBackwardDataStride1(shape, w_oihw, dy, dx, b, pool);
+    } else {
+      ConvBackwardDataGemm(shape, w_oihw, dy, dx, b, pool);
+    }
+  }
+}
+
+void LinearForward(size_t batch, size_t in, size_t out, const float* x, const float* w,
+                   const float* bias, float* y, GemmLayerScratch& scratch, pthreadpool_t pool) {
+  Buffers& b = ScratchBuffers(scratch);
+  Fp32PackedWeights& packed = PackedFor(b, in, out, bias);
+  PackColumns(w, in, packed);
+  kernels::Fp32Gemm(x, batch, in, packed, Fp32Epilogue{}, y, out, pool);
+}
+
+void LinearBackward(size_t batch, size_t in, size_t out, const float* x, const float* w,
+                    const float* dy, float* dx, float* dw, float* dbias, GemmLayerScratch& scratch,
+                    pthreadpool_t pool) {
+  Buffers& b = ScratchBuffers(scratch);
+  if (dbias != nullptr) SumColumns(dy, batch, out, dbias, pool);
+  if (dx != nullptr) {  // dx[b][i] = sum_o dy[b][o] w[o][i]: B = w as [K = out][N = in]
+    Fp32PackedWeights& packed = PackedFor(b, out, in, nullptr);
+    PackRows(w, in, packed);
+    kernels::Fp32Gemm(dy, batch, out, packed, Fp32Epilogue{}, dx, in, pool);
+  }
+  if (dw != nullptr) {  // dw[o][i] = sum_b dy[b][o] x[b][i]: A = dy^T, B = x as [K = batch][in]
+    float* dyt = b.transposed.Get(out * batch);
+    Transpose(dy, batch, out, out, dyt, batch);
+    Fp32PackedWeights& packed = PackedFor(b, batch, in, nullptr);
+    PackRows(x, in, packed);
+    kernels::Fp32Gemm(dyt, out, batch, packed, Fp32Epilogue{}, dw, in, pool);
+  }
+}
+
+}  // namespace qlab::train
