@@ -1,0 +1,197 @@
+// Batch norm forward/backward kernels (see batch_norm_grad.h): per-channel double sums over
+// fixed row blocks, then one float pass over the elements, both split over the same blocks.
+
+#include "train/ops/batch_norm_grad.h"
+
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "kernels/fp32/fp32_eltwise.h"
+#include "train/ops/parallel_blocks.h"
+
+namespace qlab::train {
+namespace {
+
+using internal::BlockedSums;
+using internal::kRowsPerBlock;
+using internal::ParallelForRowBlocks;
+
+// sum[c] = sum over rows of x[row][c].
+void ChannelSums(size_t rows, size_t channels, const float* x, double* sum, pthreadpool_t pool) {
+  BlockedSums(
+      rows, kRowsPerBlock, channels,
+      [&](size_t begin, size_t end, double* acc) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* row = x + r * channels;
+          for (size_t c = 0; c < channels; ++c) acc[c] += row[c];
+        }
+      },
+      sum, pool);
+}
+
+// sums[c] = sum dy, sums[channels + c] = sum dy * (x - center[c]), over rows, in double.
+void GradientSums(size_t rows, size_t channels, const float* x, const double* center,
+                  const float* dy, double* sums, pthreadpool_t pool) {
+  BlockedSums(
+      rows, kRowsPerBlock, 2 * channels,
+      [&](size_t begin, size_t end, double* acc) {
+        double* sum_dy = acc;
+        double* sum_dy_xc = acc + channels;
+        for (size_t r = begin; r < end; ++r) {
+          const float* x_row = x + r * channels;
+          const float* dy_row = dy + r * channels;
+          for (size_t c = 0; c < channels; ++c) {
+            const double g = dy_row[c];
+            sum_dy[c] += g;
+            sum_dy_xc[c] += g * (static_cast<double>(x_row[c]) - center[c]);
+          }
+        }
+      },
+      sums, pool);
+}
+
+}  // namespace
+
+void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const float* gamma,
+                           const float* beta, float eps, float* y, float* saved_mean,
+                           float* saved_inv_std, float* batch_var_unbiased, pthreadpool_t pool) {
+  std::vector<double> mean(channels), squares(channels);
+  ChannelSums(rows, channels, x, mean.data(), pool);
+  for (double& m : mean) m /= static_cast<double>(rows);
+  // Second pass over deviations from the mean: sum(x^2) - rows * mean^2 would cancel
+  // catastrophically for activations whose mean is large next to their spread.
+  BlockedSums(
+      rows, kRowsPerBlock, channels,
+      [&](size_t begin, size_t end, double* acc) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* row = x + r * channels;
+          for (size_t c = 0; c < channels; ++c) {
+            const double d = static_cast<double>(row[c]) - mean[c];
+            acc[c] += d * d;
+          }
+        }
+      },
+      squares.data(), pool);
+  std::vector<float> scale(channels);
+  for (size_t c = 0; c < channels; ++c) {
+    const double var = squares[c] / static_cast<double>(rows);
+    const double inv_std = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    saved_mean[c] = static_cast<float>(mean[c]);
+    saved_inv_std[c] = static_cast<float>(inv_std);
+    batch_var_unbiased[c] =
+        static_cast<float>(rows > 1 ? squares[c] / static_cast<double>(rows - 1) : var);
+    scale[c] = static_cast<float>(gamma[c] * inv_std);
+  }
+  ParallelForRowBlocks(
+      rows, kRowsPerBlock,
+      [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* x_row = x + r * channels;
+          float* y_row = y + r * channels;
+          for (size_t c = 0; c < channels; ++c) {
+            y_row[c] = (x_row[c] - saved_mean[c]) * scale[c] + beta[c];
+          }
+        }
+      },
+      pool);
+}
+
+void BatchNormUpdateRunningStats(size_t channels, float momentum, const float* batch_mean,
+                                 const float* batch_var_unbiased, float* running_mean,
+                                 float* running_var) {
+  const double keep = 1.0 - static_cast<double>(momentum);
+  for (size_t c = 0; c < channels; ++c) {
+    running_mean[c] = static_cast<float>(keep * running_mean[c] + momentum * batch_mean[c]);
+    running_var[c] = static_cast<float>(keep * running_var[c] + momentum * batch_var_unbiased[c]);
+  }
+}
+
+void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const float* gamma,
+                            const float* saved_mean, const float* saved_inv_std, const float* dy,
+                            float* dx, float* dgamma, float* dbeta, pthreadpool_t pool) {
+  std::vector<double> center(saved_mean, saved_mean + channels);
+  std::vector<double> sums(2 * channels);
+  GradientSums(rows, channels, x, center.data(), dy, sums.data(), pool);
+  // dx = k * (dy - mean_dy - (x - mean) * slope): the per-channel coefficients in double, each
+  // rounded once to float for the element pass.
+  std::vector<float> k(channels), mean_dy(channels), slope(channels);
+  const double n = static_cast<double>(rows);
+  for (size_t c = 0; c < channels; ++c) {
+    const double inv_std = saved_inv_std[c];
+    const double sum_dy = sums[c];
+    const double sum_dy_xhat = sums[channels + c] * inv_std;
+    dbeta[c] = static_cast<float>(sum_dy);
+    dgamma[c] = static_cast<float>(sum_dy_xhat);
+    k[c] = static_cast<float>(gamma[c] * inv_std);
+    mean_dy[c] = static_cast<float>(sum_dy / n);
+    slope[c] = static_cast<float>(sum_dy_xhat * inv_std / n);
+  }
+  ParallelForRowBlocks(
+      rows, kRowsPerBlock,
+      [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* x_row = x + r * channels;
+          const float* dy_row = dy + r * channels;
+          float* dx_row = dx + r * channels;
+          for (size_t c = 0; c < channels; ++c) {
+            const float centered = x_row[c] - saved_mean[c];
+            dx_row[c] = k[c] * ((dy_row[c] - mean_dy[c]) - centered * slope[c]);
+          }
+        }
+      },
+      pool);
+}
+
+namespace {
+
+// PyTorch's eval-mode coefficients, in float: inv_std = 1 / sqrt(var + eps), a = inv_std *
+// gamma, b = beta - mean * a.
+void EvalCoefficients(size_t channels, const float* gamma, const float* beta,
+                      const float* running_mean, const float* running_var, float eps,
+                      float* inv_std, float* a, float* b) {
+  for (size_t c = 0; c < channels; ++c) {
+    inv_std[c] = 1.0f / std::sqrt(running_var[c] + eps);
+    a[c] = inv_std[c] * gamma[c];
+    if (b != nullptr) b[c] = beta[c] - running_mean[c] * a[c];
+  }
+}
+
+}  // namespace
+
+void BatchNormEvalForward(size_t rows, size_t channels, const float* x, const float* gamma,
+                          const float* beta, const float* running_mean, const float* running_var,
+                          float eps, float* y, pthreadpool_t pool) {
+  std::vector<float> inv_std(channels), a(channels), b(channels);
+  EvalCoefficients(channels, gamma, beta, running_mean, running_var, eps, inv_std.data(), a.data(),
+                   b.data());
+  kernels::Fp32ChannelAffine(x, rows, channels, a.data(), b.data(), /*relu=*/false, y, pool);
+}
+
+void BatchNormEvalBackward(size_t rows, size_t channels, const float* x, const float* gamma,
+                           const float* running_mean, const float* running_var, float eps,
+                           const float* dy, float* dx, float* dgamma, float* dbeta,
+                           pthreadpool_t pool) {
+  std::vector<float> inv_std(channels), a(channels);
+  EvalCoefficients(channels, gamma, /*beta=*/nullptr, running_mean, running_var, eps,
+                   inv_std.data(), a.data(), /*b=*/nullptr);
+  std::vector<double> center(running_mean, running_mean + channels);
+  std::vector<double> sums(2 * channels);
+  GradientSums(rows, channels, x, center.data(), dy, sums.data(), pool);
+  for (size_t c = 0; c < channels; ++c) {
+    dbeta[c] = static_cast<float>(sums[c]);
+    dgamma[c] = static_cast<float>(sums[channels + c] * inv_std[c]);
+  }
+  ParallelForRowBlocks(
+      rows, kRowsPerBlock,
+      [&](size_t begin, size_t end) {
+        for (size_t r = begin; r < end; ++r) {
+          const float* dy_row = dy + r * channels;
+          float* dx_row = dx + r * channels;
+          for (size_t c = 0; c < channels; ++c) dx_row[c] = dy_row[c] * a[c];
+        }
+      },
+      pool);
+}
+
+}  // namespace qlab::train

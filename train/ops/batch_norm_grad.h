@@ -1,0 +1,64 @@
+// Batch normalization for training: the forward pass in training mode (batch statistics), the
+// running-statistics update, the backward pass, and the eval-mode pass (running statistics, used
+// once BN statistics are frozen) with its backward, on NHWC activations (`rows` = batch*H*W
+// pixels of `channels` channels, channels innermost) or [batch][features] (rows = batch).
+//
+// Kernel layer of qlab's training engine (//train): raw pointers, no validation (the layer above
+// checks shapes once); rows >= 1; every output is overwritten. Semantics are PyTorch's
+// (torch.nn.functional.batch_norm, tested against PyTorch 1.13 in batch_norm_grad_torch_test):
+//   training  mean = sum(x) / rows, var = sum((x - mean)^2) / rows (biased),
+//             inv_std = 1 / sqrt(var + eps), y = (x - mean) * inv_std * gamma + beta;
+//   running   running = (1 - momentum) * running + momentum * batch, where the batch variance is
+//             the unbiased sum((x - mean)^2) / (rows - 1) (var itself when rows == 1);
+//   eval      y = x * a + b, a = gamma * inv_std(running_var), b = beta - running_mean * a.
+//
+// Precision: per-channel sums are accumulated in double (two passes: the mean, then squared
+// deviations from it, so no cancellation) and per-element work is float. Threads: `pool` may be
+// null. Sums run over fixed blocks of rows added in block order (train/ops/parallel_blocks.h),
+// so results are bit-identical for any number of threads.
+#ifndef QLAB_TRAIN_OPS_BATCH_NORM_GRAD_H_
+#define QLAB_TRAIN_OPS_BATCH_NORM_GRAD_H_
+
+#include <pthreadpool.h>
+
+#include <cstddef>
+
+namespace qlab::train {
+
+// Training-mode batch norm over `rows` pixels of `channels` channels (NHWC): per-channel batch
+// mean and biased variance; y = (x - mean) * inv_std * gamma + beta, inv_std = 1/sqrt(var+eps).
+// Writes saved_mean[c], saved_inv_std[c] (for backward) and batch_var_unbiased[c] (for the
+// running-variance update, PyTorch uses the unbiased variance there; rows == 1 -> var itself).
+void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const float* gamma,
+                           const float* beta, float eps, float* y, float* saved_mean,
+                           float* saved_inv_std, float* batch_var_unbiased, pthreadpool_t pool);
+
+// running = (1 - momentum) * running + momentum * batch (PyTorch's convention), evaluated in
+// double and rounded once to float, in place.
+void BatchNormUpdateRunningStats(size_t channels, float momentum, const float* batch_mean,
+                                 const float* batch_var_unbiased, float* running_mean,
+                                 float* running_var);
+
+// Gradients of BatchNormTrainForward given dy, with the mean and inv_std it saved:
+//   dbeta = sum dy, dgamma = sum dy * xhat, xhat = (x - mean) * inv_std,
+//   dx = gamma * inv_std * (dy - dbeta / rows - xhat * dgamma / rows).
+void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const float* gamma,
+                            const float* saved_mean, const float* saved_inv_std, const float* dy,
+                            float* dx, float* dgamma, float* dbeta, pthreadpool_t pool);
+
+// Eval mode (running statistics, no batch stats; used after BN statistics are frozen): y = x *
+// a + b with a = gamma * inv_std(running_var), b = beta - running_mean * a; backward gives dx,
+// dgamma, dbeta (running stats are constants). a and b are computed in float as PyTorch's CPU
+// kernel does (inv_std = 1.0f / sqrtf(running_var + eps)), y by kernels::Fp32ChannelAffine.
+void BatchNormEvalForward(size_t rows, size_t channels, const float* x, const float* gamma,
+                          const float* beta, const float* running_mean, const float* running_var,
+                          float eps, float* y, pthreadpool_t pool);
+// dx = dy * a, dgamma = sum dy * (x - running_mean) * inv_std, dbeta = sum dy.
+void BatchNormEvalBackward(size_t rows, size_t channels, const float* x, const float* gamma,
+                           const float* running_mean, const float* running_var, float eps,
+                           const float* dy, float* dx, float* dgamma, float* dbeta,
+                           pthreadpool_t pool);
+
+}  // namespace qlab::train
+
+#endif  // QLAB_TRAIN_OPS_BATCH_NORM_GRAD_H_
