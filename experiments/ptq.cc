@@ -74,6 +74,13 @@ absl::Status ValidateConfig(const PtqConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("timing_runs must be >= 0, got ", c.timing_runs));
   }
+  for (const auto& [what, bits] : {std::pair{"weight_bits", c.weight_bits},
+                                    std::pair{"activation_bits", c.activation_bits}}) {
+    if (bits < 2 || bits > 8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " must be in [2, 8], got ", bits));
+    }
+  }
   if (!c.activation_scheme.empty() && c.activation_scheme != "affine" &&
       c.activation_scheme != "symmetric") {
     return absl::InvalidArgumentError(absl::StrCat("activation_scheme \"", c.activation_scheme,
@@ -130,13 +137,55 @@ absl::Status ApplyActivationScheme(const PtqConfig& c, QuantizationConfig& confi
   return ReplaceActivationSpecs(config, qscheme, "");
 }
 
-// layer_overrides into the quantizer's ConfigTable; `run_config` is what "default" means.
+// `format`'s range narrowed to `bits` bits, keeping its kind (unsigned, signed, restricted).
+QuantFormat WithBits(QuantFormat format, int bits) {
+  if (bits >= 8) return format;
+  const int32_t half = int32_t{1} << (bits - 1);
+  if (format.quant_min == 0) {
+    format.quant_max = 2 * half - 1;
+  } else if (format.quant_min == -format.quant_max) {
+    format.quant_min = -(half - 1);
+    format.quant_max = half - 1;
+  } else {
+    format.quant_min = -half;
+    format.quant_max = half - 1;
+  }
+  return format;
+}
+
+absl::StatusOr<QuantizationSpec> SpecWithBits(const QuantizationSpec& spec, int bits) {
+  QuantizationSpec::Options options;
+  options.format = WithBits(spec.format(), bits);
+  options.observer = spec.observer();
+  options.eps = spec.eps();
+  options.is_dynamic = spec.is_dynamic();
+  return QuantizationSpec::Create(options);
+}
+
+// weight_bits / activation_bits applied to every spec of `config`.
+absl::Status ApplyBitWidths(const PtqConfig& c, QuantizationConfig& config) {
+  for (std::optional<QuantizationSpec>* spec :
+       {&config.input_activation, &config.output_activation}) {
+    if (!spec->has_value()) continue;
+    QLAB_ASSIGN_OR_RETURN(**spec, SpecWithBits(**spec, c.activation_bits));
+  }
+  if (config.weight) {
+    QLAB_ASSIGN_OR_RETURN(*config.weight, SpecWithBits(*config.weight, c.weight_bits));
+  }
+  return absl::OkStatus();
+}
+
+// layer_overrides into the quantizer's ConfigTable; `run_config` is what "default" means and
+// `eight_bit_config` what "8bit" means.
 absl::Status ApplyLayerOverrides(const PtqConfig& c, const QuantizationConfig& run_config,
+                                 const QuantizationConfig& eight_bit_config,
                                  BackendQuantizer& quantizer) {
   for (const auto& [prefix, value] : c.layer_overrides) {
     QuantizationConfig config = run_config;
     if (value == "float") {
       config = QuantizationConfig::Float();
+    } else if (value == "8bit") {
+      config = eight_bit_config;
     } else if (value != "default") {
       const absl::Status s = ReplaceActivationSpecs(config, std::nullopt, value);
       if (!s.ok()) {
@@ -174,19 +223,24 @@ absl::Status CheckOverridesMatch(const PtqConfig& c, const Graph& model) {
   return absl::OkStatus();
 }
 
-// The quantizer the config asks for: the backend's defaults with the calibrator, weight
-// granularity and activation scheme overridden, then the per-layer overrides.
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& c) {
+  QLAB_RETURN_IF_ERROR(ValidateConfig(c));
   QLAB_ASSIGN_OR_RETURN(const Backend backend, ParseBackend(c.quantizer));
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
                         BackendQuantizer::Create(backend, c.calibrator));
-  QuantizationConfig config = quantizer->default_config();
-  QLAB_RETURN_IF_ERROR(ApplyWeightGranularity(c, config));
-  QLAB_RETURN_IF_ERROR(ApplyActivationScheme(c, config));
+  QuantizationConfig eight_bit = quantizer->default_config();
+  QLAB_RETURN_IF_ERROR(ApplyWeightGranularity(c, eight_bit));
+  QLAB_RETURN_IF_ERROR(ApplyActivationScheme(c, eight_bit));
+  QuantizationConfig config = eight_bit;
+  QLAB_RETURN_IF_ERROR(ApplyBitWidths(c, config));
   quantizer->configs().SetGlobal(config);
-  QLAB_RETURN_IF_ERROR(ApplyLayerOverrides(c, config, *quantizer));
+  QLAB_RETURN_IF_ERROR(ApplyLayerOverrides(c, config, eight_bit, *quantizer));
   return quantizer;
 }
+
+namespace {
 
 int64_t ParameterBytes(const Graph& graph) {
   int64_t bytes = 0;
@@ -424,6 +478,8 @@ nlohmann::json PtqConfig::ToJson() const {
                         {"calibrator", calibrator},
                         {"weight_granularity", weight_granularity},
                         {"activation_scheme", activation_scheme},
+                        {"weight_bits", weight_bits},
+                        {"activation_bits", activation_bits},
                         {"layer_overrides", layer_overrides},
                         {"sqnr_images", sqnr_images},
                         {"calib_images", calib_images},
@@ -636,6 +692,7 @@ absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     return absl::InvalidArgumentError(
         absl::StrCat(what,
                      ": expected an object {\"<layer or prefix>\": \"float\" | \"default\" | "
+                     "\"8bit\" | "
                      "\"<calibrator>\"}, got ",
                      value.dump()));
   }
@@ -646,7 +703,8 @@ absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     }
     if (!entry.is_string() || entry.get<std::string>().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          what, "[\"", key, "\"]: expected \"float\", \"default\" or a calibrator spec, got ",
+          what, "[\"", key,
+          "\"]: expected \"float\", \"default\", \"8bit\" or a calibrator spec, got ",
           entry.dump()));
     }
     overrides[key] = entry.get<std::string>();
@@ -695,6 +753,10 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
       s = text(c.engine);
     else if (key == "export_onnx")
       s = text(c.export_onnx);
+    else if (key == "weight_bits")
+      s = integer(c.weight_bits);
+    else if (key == "activation_bits")
+      s = integer(c.activation_bits);
     else if (key == "sqnr_images")
       s = integer(c.sqnr_images);
     else if (key == "calib_images")

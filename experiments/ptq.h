@@ -22,11 +22,13 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "models/data/dataset.h"
 #include "nlohmann/json.hpp"
+#include "quant/backend_quantizers.h"
 
 namespace qlab::experiments {
 
@@ -43,10 +45,17 @@ struct PtqConfig {
   // dtype and range (x86 symmetric is uint8 with zero point 128: half the range unused after a
   // ReLU, which is what the comparison is meant to show).
   std::string activation_scheme;
+  // Bit widths (2..8) of weights and activations: the backend's ranges narrowed to 2^bits levels
+  // ([0, 2^b - 1] for unsigned, [-2^(b-1), 2^(b-1) - 1] for signed, [-(2^(b-1) - 1), 2^(b-1) - 1]
+  // for restricted symmetric), stored in the same 8-bit containers.
+  int weight_bits = 8;
+  int activation_bits = 8;
   // Per-layer overrides, by node name or module prefix (ConfigTable: the longest prefix wins):
   //   "float"       leave the layer in float
   //   "default"     the run's config (backend, granularity, scheme, calibrator)
   //   <calibrator>  the run's config with this activation calibrator (registry spec)
+  //   "8bit"        the run's config at 8-bit weights and activations (first / last layers of
+  //                 a low-bit run, as is customary)
   // The key "*" replaces the global entry: {"*": "float", "layer2.0.conv1": "default"} quantizes
   // that one layer only (per-layer sensitivity).
   std::map<std::string, std::string> layer_overrides;
@@ -73,6 +82,11 @@ struct PtqConfig {
 // InvalidArgument naming the setting for a bad config (unknown model, quantizer, calibrator or
 // granularity; non-positive counts); errors of the steps (missing data, bad weights) otherwise.
 absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config);
+
+// The quantizer `config` asks for: the backend's defaults with the calibrator, weight
+// granularity, activation scheme and bit widths applied, then the per-layer overrides. Also used
+// by QAT (experiments/qat.h), which annotates the same way. InvalidArgument for a bad setting.
+absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& config);
 
 // The names of `dataset`'s images in `order`, each made relative to the first of `roots` it
 // starts with (records list the calibration images this way).

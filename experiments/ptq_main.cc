@@ -39,6 +39,8 @@ ABSL_FLAG(std::string, weight_granularity, "per_channel", "per_channel or per_te
 ABSL_FLAG(std::string, activation_scheme, "",
           "affine or symmetric (per-tensor activations on the backend's dtype and range); "
           "default: the quantizer's");
+ABSL_FLAG(int, weight_bits, 8, "weight bit width (2..8)");
+ABSL_FLAG(int, activation_bits, 8, "activation bit width (2..8)");
 ABSL_FLAG(std::string, layer_config, "",
           "JSON file of per-layer overrides: {\"<layer or prefix>\": \"float\" | \"default\" | "
           "\"<calibrator spec>\"}; \"*\" sets every other layer");
@@ -88,6 +90,8 @@ absl::Status Main() {
     config.calibrator = absl::GetFlag(FLAGS_calibrator);
     config.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
     config.activation_scheme = absl::GetFlag(FLAGS_activation_scheme);
+    config.weight_bits = absl::GetFlag(FLAGS_weight_bits);
+    config.activation_bits = absl::GetFlag(FLAGS_activation_bits);
     config.layer_overrides = layer_overrides;
     config.sqnr_images = absl::GetFlag(FLAGS_sqnr_images);
     config.calib_images = absl::GetFlag(FLAGS_calib_images);

@@ -329,7 +329,7 @@ absl::Status BackendQuantizer::Validate(const Graph& graph) const {
                          " is quantized ", QSchemeName(s->format().qscheme),
                          "; the integer kernels need symmetric weights (zero point 0)"));
       }
-      if (is_weight && (node.op == OpKind::kConv2d || node.op == OpKind::kLinear)) {
+      if (!qat_ && is_weight && (node.op == OpKind::kConv2d || node.op == OpKind::kLinear)) {
         for (const NodeId user : graph.Users(id)) {
           if (graph.node(user).op == OpKind::kBatchNorm) {
             return absl::InvalidArgumentError(absl::StrCat(

@@ -51,9 +51,16 @@ class BackendQuantizer : public Quantizer {
   // The backend's default config (what the global entry is preset to).
   const QuantizationConfig& default_config() const { return default_config_; }
 
+  // pt2e's is_qat: the graph is for quantization-aware training, where conv -> batch_norm stays
+  // unfolded (the training engine folds it the QAT way and again before convert,
+  // train/training_engine.h), so Validate accepts a quantized conv weight feeding a batch norm.
+  void set_qat(bool qat) { qat_ = qat; }
+  bool qat() const { return qat_; }
+
   absl::Status Annotate(Graph& graph) override;
   // InvalidArgument naming the node for annotations this backend cannot run: per-channel
-  // activations, weights that are not symmetric, batch_norm left unfolded after a quantized conv.
+  // activations, weights that are not symmetric, batch_norm left unfolded after a quantized conv
+  // (outside QAT).
   absl::Status Validate(const Graph& graph) const override;
 
  private:
@@ -68,6 +75,7 @@ class BackendQuantizer : public Quantizer {
   QuantizationConfig default_config_;
   FixedQParamsQuantizationSpec sigmoid_output_;
   ConfigTable configs_;
+  bool qat_ = false;
 };
 
 }  // namespace qlab

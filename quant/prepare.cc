@@ -316,6 +316,7 @@ absl::Status PreparedModel::Calibrate(absl::Span<const Tensor> inputs) {
 
 absl::StatusOr<QuantParams> PreparedModel::SlotQParams(int slot_index) const {
   const ObserverSlot& slot = slots_.at(slot_index);
+  if (slot.learned.has_value()) return *slot.learned;
   if (const auto* fixed = std::get_if<FixedQParamsQuantizationSpec>(&slot.spec)) {
     return fixed->params();
   }

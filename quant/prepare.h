@@ -53,6 +53,9 @@ struct ObserverSlot {
   // (QAT nodes only; when off, the fake-quantize node passes its input through).
   bool observe = true;
   bool fake_quantize = true;
+  // Parameters learned by QAT (LSQ scales, train/training_engine.h): when set, SlotQParams
+  // returns them instead of asking the observer, so convert quantizes with the trained values.
+  std::optional<QuantParams> learned;
 
   std::string DebugString(const Graph& graph) const;
 };
@@ -72,6 +75,9 @@ class PreparedModel : public QuantOpHandler {
   PreparedModel& operator=(PreparedModel&&) = default;
 
   const Graph& graph() const { return graph_; }
+  // For writing trained parameter values back after QAT (train/training_engine.h); structural
+  // edits must keep every observer / fake-quantize node and its slot.
+  Graph& mutable_graph() { return graph_; }
   bool is_qat() const { return qat_; }
   const std::vector<ObserverSlot>& slots() const { return slots_; }
   ObserverSlot& mutable_slot(int slot) { return slots_[slot]; }
