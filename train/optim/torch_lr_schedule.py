@@ -32,16 +32,17 @@ def learning_rates(config):
     total = config["total_steps"]
     schedulers = []
     if warmup > 0:
-        schedulers.append(lr_scheduler.LinearLR(optimizer, start_factor=config["warmup_start_factor"],
-                                                end_factor=1.0, total_iters=warmup))
+        schedulers.append(lr_scheduler.LinearLR(
+            optimizer, start_factor=config["warmup_start_factor"], end_factor=1.0,
+            total_iters=warmup))
     if config["decay"] == "constant":
         decay = lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     elif config["decay"] == "cosine":
         decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup,
                                                eta_min=config["min_lr"])
     elif config["decay"] == "multistep":
-        decay = lr_scheduler.MultiStepLR(optimizer, milestones=[m - warmup for m in config["milestones"]],
-                                         gamma=config["gamma"])
+        decay = lr_scheduler.MultiStepLR(
+            optimizer, milestones=[m - warmup for m in config["milestones"]], gamma=config["gamma"])
     else:
         raise ValueError(config["decay"])
     schedulers.append(decay)
