@@ -1,0 +1,26 @@
+// Softmax cross-entropy loss of a classifier's logits, with its gradient and the count of
+// correct top-1 predictions: the loss layer of qlab's training engine (//train).
+//
+// Kernel layer: raw pointers, no validation. logits [batch][classes] (float32), labels[batch].
+// Computed in double (log-sum-exp shifted by the row maximum, so no overflow), matching
+// torch.nn.functional.cross_entropy(reduction="mean", label_smoothing=...) of PyTorch 1.13
+// (cross_entropy_test). Single-threaded: batch x classes is small (e.g. 128 x 10).
+#ifndef QLAB_TRAIN_OPS_CROSS_ENTROPY_H_
+#define QLAB_TRAIN_OPS_CROSS_ENTROPY_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qlab::train {
+
+// Mean softmax cross-entropy over the batch with PyTorch's label smoothing (target = (1-eps) *
+// onehot + eps / classes). Returns the loss (computed in double, returned as double); writes
+// dlogits = (softmax - target) / batch (nullable) and counts correct argmax predictions
+// (ties: lowest index) into *correct (nullable). Labels must be in [0, classes) (the caller
+// checks).
+double SoftmaxCrossEntropy(size_t batch, size_t classes, const float* logits, const int* labels,
+                           float label_smoothing, float* dlogits, int64_t* correct);
+
+}  // namespace qlab::train
+
+#endif  // QLAB_TRAIN_OPS_CROSS_ENTROPY_H_
