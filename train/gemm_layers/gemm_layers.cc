@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "kernels/fp32/aligned_floats.h"
+#include "train/gemm_layers/conv_filter_grad.h"
 
 namespace qlab::train {
 
@@ -42,11 +44,14 @@ constexpr size_t kColumnChunkFloats = size_t{4} << 20;
 }  // namespace
 
 struct GemmLayerScratch::Buffers {
-  Fp32PackedWeights packed;  // B of the GEMM or convolution being run
-  GrowingFloats weights;     // weights reordered before packing (OHWI, flipped)
-  GrowingFloats columns;     // dcol chunks (strided dx), packed im2col chunks (dw)
-  GrowingFloats transposed;  // dy^T (dw of conv and linear)
-  GrowingFloats dw_taps;     // dw in [out_c][(kh, kw, ic)] order before the OIHW reorder
+  Fp32PackedWeights packed;    // B of the GEMM or convolution being run
+  GrowingFloats weights;       // weights reordered before packing (OHWI, flipped)
+  GrowingFloats columns;       // dcol chunks (strided dx), packed im2col chunks (dw)
+  GrowingFloats transposed;    // dy^T (dw of conv and linear)
+  GrowingFloats dw_taps;       // dw in [(kh, kw, ic)][out_c (rounded up to 16)] order
+  GrowingFloats padded_input;  // x with its zero padding materialized (dw)
+  GrowingFloats padded_dy;     // dy with rows rounded up to 16 channels (dw)
+  std::vector<size_t> tap_offsets;
 };
 
 GemmLayerScratch::GemmLayerScratch() : buffers_(std::make_unique<Buffers>()) {}
@@ -180,52 +185,6 @@ void Transpose(const float* src, size_t rows, size_t cols, size_t ld_src, float*
 size_t Taps(const Fp32ConvGeometry& g) { return g.kernel_h * g.kernel_w; }
 size_t Pixels(const Fp32ConvGeometry& g) { return g.batch * g.out_h * g.out_w; }
 
-// Input coordinate of output coordinate `o`, tap `k`; negative or >= size when in the padding.
-int64_t InputCoordinate(size_t o, size_t k, size_t stride, size_t dilation, size_t pad) {
-  return static_cast<int64_t>(o * stride + k * dilation) - static_cast<int64_t>(pad);
-}
-
-// Writes im2col rows m0 .. m0 + rows - 1 (K = taps * in_c floats each, order (kh, kw, ic))
-// straight into the panels of `w` (w.k = rows: the GEMM's K is the pixel index here).
-void PackIm2colRows(const Fp32ConvGeometry& g, const float* x, size_t m0, size_t rows,
-                    Fp32PackedWeights& w) {
-  const size_t c = g.in_channels;
-  const size_t k = Taps(g) * c;  // = w.n
-  float* data = w.data.data();
-  const auto put = [&](size_t r, size_t kk, float v) {
-    data[((kk / kFp32PanelColumns) * w.k + r) * kFp32PanelColumns + kk % kFp32PanelColumns] = v;
-  };
-  for (size_t r = 0; r < rows; ++r) {
-    const size_t m = m0 + r;
-    const size_t ow = m % g.out_w;
-    const size_t oh = (m / g.out_w) % g.out_h;
-    const float* image = x + m / (g.out_w * g.out_h) * g.in_h * g.in_w * c;
-    for (size_t kh = 0; kh < g.kernel_h; ++kh) {
-      const int64_t ih = InputCoordinate(oh, kh, g.stride_h, g.dilation_h, g.pad_h);
-      const bool row_inside = ih >= 0 && ih < static_cast<int64_t>(g.in_h);
-      for (size_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = InputCoordinate(ow, kw, g.stride_w, g.dilation_w, g.pad_w);
-        const size_t kk0 = (kh * g.kernel_w + kw) * c;
-        if (!row_inside || iw < 0 || iw >= static_cast<int64_t>(g.in_w)) {
-          for (size_t i = 0; i < c; ++i) put(r, kk0 + i, 0.0f);
-          continue;
-        }
-        const float* src = image + (static_cast<size_t>(ih) * g.in_w + static_cast<size_t>(iw)) * c;
-        // Contiguous runs inside one panel row: copy them whole.
-        for (size_t i = 0; i < c;) {
-          const size_t kk = kk0 + i;
-          const size_t run = std::min(c - i, kFp32PanelColumns - kk % kFp32PanelColumns);
-          std::memcpy(&data[((kk / kFp32PanelColumns) * w.k + r) * kFp32PanelColumns +
-                            kk % kFp32PanelColumns],
-                      src + i, run * sizeof(float));
-          i += run;
-        }
-      }
-    }
-    for (size_t kk = k; kk < w.panels * kFp32PanelColumns; ++kk) put(r, kk, 0.0f);
-  }
-}
-
 // col2im by gathering: dx[n][ih][iw][:] = sum over taps (kh, kw increasing) hitting (ih, iw) of
 // dcol[(n - n0, oh, ow)][(kh, kw, :)], for the input rows of images n0 .. n1 - 1.
 struct Col2im {
@@ -323,35 +282,96 @@ void ConvBackwardDataStride1(const ConvLayerShape& shape, const float* w_oihw, c
   kernels::Fp32Conv2dNhwc(t, dy, packed, Fp32Epilogue{}, dx, pool);
 }
 
-// dw[o][i][kh][kw] = sum over m (increasing, in chunks) of dy[m][o] * im2col(x)[m][(kh, kw, i)]:
-// per chunk, A = dy^T [out_c][chunk] times B = the chunk's im2col rows packed, accumulated into
-// dw_taps through the GEMM's residual (chunk order fixed by the shape).
-void ConvBackwardFilterGemm(const ConvLayerShape& shape, const float* x, const float* dy, float* dw,
-                            Buffers& b, pthreadpool_t pool) {
+// Copies the images' NHWC rows into `padded` [batch][in_h + 2 pad_h][in_w + 2 pad_w][c] with
+// zero borders, one padded row per task.
+struct PadInput {
+  const Fp32ConvGeometry* g;
+  const float* x;
+  float* padded;
+};
+
+void PadInputRow(void* context, size_t row) {
+  const PadInput& job = *static_cast<const PadInput*>(context);
+  const Fp32ConvGeometry& g = *job.g;
+  const size_t c = g.in_channels, padded_h = g.in_h + 2 * g.pad_h;
+  const size_t padded_w = g.in_w + 2 * g.pad_w;
+  const size_t n = row / padded_h, ph = row % padded_h;
+  float* dst = job.padded + row * padded_w * c;
+  if (ph < g.pad_h || ph >= g.pad_h + g.in_h) {
+    std::fill(dst, dst + padded_w * c, 0.0f);
+    return;
+  }
+  std::fill(dst, dst + g.pad_w * c, 0.0f);
+  std::memcpy(dst + g.pad_w * c, job.x + (n * g.in_h + ph - g.pad_h) * g.in_w * c,
+              g.in_w * c * sizeof(float));
+  std::fill(dst + (g.pad_w + g.in_w) * c, dst + padded_w * c, 0.0f);
+}
+
+// dw[o][i][kh][kw] = sum over m (increasing) of dy[m][o] * x(m, (kh, kw, i)), by
+// conv_filter_grad.h's kernel on the zero-padded input, then reordered from [(kh, kw, i)][o]
+// to OIHW.
+struct ReorderDw {
+  const float* dwt;
+  size_t ldw, out_c, in_c, taps;
+  float* dw;
+};
+
+void ReorderDwChannel(void* context, size_t o) {
+  const ReorderDw& job = *static_cast<const ReorderDw*>(context);
+  float* dst = job.dw + o * job.in_c * job.taps;
+  for (size_t t = 0; t < job.taps; ++t) {
+    const float* src = job.dwt + t * job.in_c * job.ldw + o;
+    for (size_t i = 0; i < job.in_c; ++i) dst[i * job.taps + t] = src[i * job.ldw];
+  }
+}
+
+void ConvBackwardFilter(const ConvLayerShape& shape, const float* x, const float* dy, float* dw,
+                        Buffers& b, pthreadpool_t pool) {
   const Fp32ConvGeometry& g = shape.geometry;
   const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g), k = taps * c;
-  const size_t m = Pixels(g);
-  const size_t padded_k = (k + kFp32PanelColumns - 1) / kFp32PanelColumns * kFp32PanelColumns;
-  const size_t chunk = std::clamp<size_t>(kColumnChunkFloats / padded_k, 1, m);
-  float* dyt = b.transposed.Get(oc * chunk);
-  float* acc = b.dw_taps.Get(oc * k);
-  for (size_t m0 = 0; m0 < m; m0 += chunk) {
-    const size_t rows = std::min(chunk, m - m0);
-    Fp32PackedWeights& packed = PackedFor(b, rows, k, nullptr);
-    PackIm2colRows(g, x, m0, rows, packed);
-    Transpose(dy + m0 * oc, rows, oc, oc, dyt, rows);
-    Fp32Epilogue epilogue;
-    if (m0 > 0) {
-      epilogue.residual = acc;
-      epilogue.residual_stride = k;
-    }
-    kernels::Fp32Gemm(dyt, oc, rows, packed, epilogue, acc, k, pool);
+  ConvFilterGradProblem p;
+  p.x = x;
+  p.x_h = g.in_h + 2 * g.pad_h;
+  p.x_w = g.in_w + 2 * g.pad_w;
+  p.c = c;
+  if (g.pad_h > 0 || g.pad_w > 0) {
+    float* padded = b.padded_input.Get(g.batch * p.x_h * p.x_w * c);
+    PadInput job{&g, x, padded};
+    pthreadpool_parallelize_1d(pool, &PadInputRow, &job, g.batch * p.x_h, 0);
+    p.x = padded;
   }
-  for (size_t o = 0; o < oc; ++o) {
-    for (size_t i = 0; i < c; ++i) {
-      for (size_t t = 0; t < taps; ++t) dw[(o * c + i) * taps + t] = acc[o * k + t * c + i];
+  p.column_groups = (oc + kFp32PanelColumns - 1) / kFp32PanelColumns;
+  const size_t ldw = p.column_groups * kFp32PanelColumns;
+  p.dy = dy;
+  p.dy_stride = oc;
+  if (ldw != oc) {  // pad dy's rows to whole 16-column groups (zeros: discarded sums)
+    const size_t pixels = Pixels(g);
+    float* padded = b.padded_dy.Get(pixels * ldw);
+    for (size_t m = 0; m < pixels; ++m) {
+      std::memcpy(padded + m * ldw, dy + m * oc, oc * sizeof(float));
+      std::fill(padded + m * ldw + oc, padded + (m + 1) * ldw, 0.0f);
+    }
+    p.dy = padded;
+    p.dy_stride = ldw;
+  }
+  p.batch = g.batch;
+  p.out_h = g.out_h;
+  p.out_w = g.out_w;
+  p.stride_h = g.stride_h;
+  p.stride_w = g.stride_w;
+  b.tap_offsets.resize(k);
+  for (size_t kh = 0; kh < g.kernel_h; ++kh) {
+    for (size_t kw = 0; kw < g.kernel_w; ++kw) {
+      const size_t tap_offset = (kh * g.dilation_h * p.x_w + kw * g.dilation_w) * c;
+      for (size_t i = 0; i < c; ++i) b.tap_offsets[(kh * g.kernel_w + kw) * c + i] = tap_offset + i;
     }
   }
+  p.tap_offsets = b.tap_offsets.data();
+  p.k = k;
+  p.dwt = b.dw_taps.Get(k * ldw);
+  ConvFilterGrad(p, pool);
+  ReorderDw job{p.dwt, ldw, oc, c, taps, dw};
+  pthreadpool_parallelize_1d(pool, &ReorderDwChannel, &job, oc, 0);
 }
 
 }  // namespace
@@ -373,7 +393,7 @@ void ConvBackward(const ConvLayerShape& shape, const float* x, const float* w_oi
   Buffers& b = ScratchBuffers(scratch);
   const Fp32ConvGeometry& g = shape.geometry;
   if (dbias != nullptr) SumColumns(dy, Pixels(g), shape.out_channels, dbias, pool);
-  if (dw != nullptr) ConvBackwardFilterGemm(shape, x, dy, dw, b, pool);
+  if (dw != nullptr) ConvBackwardFilter(shape, x, dy, dw, b, pool);
   if (dx != nullptr) {
     const bool stride1 = g.stride_h == 1 && g.stride_w == 1 &&
                          g.dilation_h * (g.kernel_h - 1) >= g.pad_h &&
