@@ -1,0 +1,330 @@
+// Whole training steps: qlab's TrainingEngine (FP32 and QAT) against PyTorch 1.13 (eager FP32 and
+// FX QAT) on the same models and batch sizes, 2 threads, in one run (issue 8's benchmark).
+//
+// A training step is forward in training mode + softmax cross-entropy + backward + one SGD update
+// (lr 0.01, momentum 0.9, weight decay 1e-4 on every parameter, as torch.optim.SGD over
+// model.parameters()), on one random batch reused every step. Models: torchvision ResNet18
+// (224x224, batch 4) and the He et al. CIFAR ResNet20 (32x32, batch 128), deterministic random
+// weights.
+//
+// qlab's side: models/resnet.h's graph, trained by train::TrainingEngine and train::Sgd. QAT
+// annotates it with the x86 backend quantizer (moving-average observers), prepares it for QAT and
+// calibrates once so that every fake-quantize node has a range, then trains with the observers
+// following the data (PyTorch's default QAT). Each side takes 3 untimed warm-up steps, then 10
+// timed ones. The step rows also report, as counters, how the step splits between
+// ForwardBackward and the SGD update; the *_predict rows time an evaluation-mode forward
+// (running statistics, nothing saved for backward) as an estimate of the forward's share.
+//
+// PyTorch's side: bench/torch_train_step.py, run once per model in a child process before any qlab
+// benchmark runs (so its OpenMP workers never share the cores with qlab's threads), reports every
+// timed step; their median is reported here through manual time.
+//
+//   bazel run //bench:train_step_benchmark
+//   bazel run //bench:train_step_benchmark -- --benchmark_repetitions=3   # medians of 3
+//
+// Target (issue 8): qlab's QAT step on ResNet18 at batch 4 takes at most half of PyTorch FX QAT's.
+// FP32 and ResNet20 are reported for information.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "bench/ratio_reporter.h"
+#include "benchmark/benchmark.h"
+#include "core/status_macros.h"
+#include "core/tensor.h"
+#include "models/resnet.h"
+#include "nlohmann/json.hpp"
+#include "quant/backend_quantizers.h"
+#include "quant/prepare.h"
+#include "train/optim/sgd.h"
+#include "train/training_engine.h"
+
+namespace qlab::bench {
+namespace {
+
+constexpr int kThreads = 2;
+constexpr int kWarmupSteps = 3;
+constexpr int kTimedSteps = 10;
+constexpr uint32_t kSeed = 42;
+
+// One model at its training batch size. The name is also torch_train_step.py's argument.
+struct ModelCase {
+  const char* name;
+  int64_t batch;
+};
+
+// "resnet18_b4": the second part of every row name.
+std::string CaseName(const ModelCase& c) { return absl::StrCat(c.name, "_b", c.batch); }
+
+// The same optimizer as torch_train_step.py's torch.optim.SGD.
+train::SgdOptions StepSgdOptions() {
+  train::SgdOptions options;
+  options.lr = 0.01f;
+  options.momentum = 0.9f;
+  options.weight_decay = 1e-4f;
+  return options;
+}
+
+Tensor RandomImages(int64_t n, int64_t size, uint32_t seed) {
+  Tensor t = Tensor::Create(DType::kFloat32, {n, 3, size, size}).value();
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = normal(rng);
+  return t;
+}
+
+std::vector<int> RandomLabels(int64_t n, int64_t classes, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> label(0, static_cast<int>(classes) - 1);
+  std::vector<int> labels(n);
+  for (int& l : labels) l = label(rng);
+  return labels;
+}
+
+// One qlab training setup, warmed up: model, engine, optimizer and the batch it trains on.
+// Members are destroyed in reverse order, so the engine goes before the model it reads.
+struct QlabTrainer {
+  std::unique_ptr<Graph> model;             // FP32 training: the float graph
+  std::unique_ptr<PreparedModel> prepared;  // QAT: the prepared graph and its slots
+  std::unique_ptr<train::TrainingEngine> engine;
+  std::optional<train::Sgd> sgd;
+  Tensor images;
+  std::vector<int> labels;
+
+  // One training step: forward + loss + backward, then the SGD update.
+  absl::Status Step() {
+    QLAB_RETURN_IF_ERROR(engine->ForwardBackward(images, labels).status());
+    sgd->Step(engine->pool());
+    return absl::OkStatus();
+  }
+};
+
+absl::StatusOr<std::unique_ptr<QlabTrainer>> BuildTrainer(const ModelCase& c, bool qat) {
+  QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, ModelByName(c.name));
+  ResNetOptions model_options;
+  model_options.batch = c.batch;
+  model_options.init = ParameterInit::kDeterministic;
+  model_options.seed = kSeed;
+  QLAB_ASSIGN_OR_RETURN(Graph model, BuildResNet(spec, model_options));
+
+  auto trainer = std::make_unique<QlabTrainer>();
+  trainer->images = RandomImages(c.batch, spec.image_size, kSeed + 1);
+  trainer->labels = RandomLabels(c.batch, spec.num_classes, kSeed + 2);
+  train::TrainingEngineOptions engine_options;
+  engine_options.threads = kThreads;
+  if (qat) {
+    QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
+                          BackendQuantizer::Create(Backend::kX86, "moving_average"));
+    quantizer->set_qat(true);
+    QLAB_ASSIGN_OR_RETURN(PreparedModel prepared,
+                          PrepareWith(std::move(model), *quantizer, /*qat=*/true));
+    trainer->prepared = std::make_unique<PreparedModel>(std::move(prepared));
+    QLAB_ASSIGN_OR_RETURN(trainer->engine,
+                          train::TrainingEngine::CreateQat(trainer->prepared.get(), engine_options,
+                                                           train::QatOptions{}));
+    QLAB_RETURN_IF_ERROR(trainer->engine->Calibrate(trainer->images));
+  } else {
+    trainer->model = std::make_unique<Graph>(std::move(model));
+    QLAB_ASSIGN_OR_RETURN(trainer->engine,
+                          train::TrainingEngine::Create(*trainer->model, engine_options));
+  }
+  QLAB_ASSIGN_OR_RETURN(train::Sgd sgd, train::Sgd::Create(StepSgdOptions()));
+  for (train::TrainableParameter& p : trainer->engine->parameters()) {
+    // Every parameter decays, as torch.optim.SGD(model.parameters(), weight_decay=...) does.
+    QLAB_RETURN_IF_ERROR(
+        sgd.AddParameter(p.name, p.value, p.grad, p.size, /*apply_weight_decay=*/true));
+  }
+  trainer->sgd.emplace(std::move(sgd));
+  for (int step = 0; step < kWarmupSteps; ++step) QLAB_RETURN_IF_ERROR(trainer->Step());
+  return trainer;
+}
+
+// A trainer built on first use (so a filtered-out row costs nothing) and shared by the rows of
+// one model and mode; a build error is kept and reported by every row that needs it.
+class LazyTrainer {
+ public:
+  LazyTrainer(ModelCase c, bool qat) : case_(c), qat_(qat) {}
+
+  absl::StatusOr<QlabTrainer*> Get() {
+    if (!built_) {
+      built_ = true;
+      absl::StatusOr<std::unique_ptr<QlabTrainer>> trainer = BuildTrainer(case_, qat_);
+      if (trainer.ok()) {
+        trainer_ = *std::move(trainer);
+      } else {
+        error_ = trainer.status();
+      }
+    }
+    if (!error_.ok()) return error_;
+    return trainer_.get();
+  }
+
+ private:
+  ModelCase case_;
+  bool qat_;
+  bool built_ = false;
+  absl::Status error_;
+  std::unique_ptr<QlabTrainer> trainer_;
+};
+
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+void QlabStep(benchmark::State& state, LazyTrainer& lazy) {
+  absl::StatusOr<QlabTrainer*> trainer = lazy.Get();
+  if (!trainer.ok()) {
+    state.SkipWithError(trainer.status().ToString().c_str());
+    return;
+  }
+  QlabTrainer& t = **trainer;
+  double forward_backward = 0.0;
+  double update = 0.0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<train::StepStats> stats = t.engine->ForwardBackward(t.images, t.labels);
+    const auto middle = std::chrono::steady_clock::now();
+    if (!stats.ok()) {
+      state.SkipWithError(stats.status().ToString().c_str());
+      return;
+    }
+    t.sgd->Step(t.engine->pool());
+    const auto end = std::chrono::steady_clock::now();
+    forward_backward += Seconds(middle - start);
+    update += Seconds(end - middle);
+  }
+  // Milliseconds per step spent in each part (the rest of the row's time is loop overhead).
+  state.counters["fwd_bwd_ms"] =
+      benchmark::Counter(1e3 * forward_backward, benchmark::Counter::kAvgIterations);
+  state.counters["sgd_ms"] = benchmark::Counter(1e3 * update, benchmark::Counter::kAvgIterations);
+}
+
+void QlabPredict(benchmark::State& state, LazyTrainer& lazy) {
+  absl::StatusOr<QlabTrainer*> trainer = lazy.Get();
+  if (!trainer.ok()) {
+    state.SkipWithError(trainer.status().ToString().c_str());
+    return;
+  }
+  QlabTrainer& t = **trainer;
+  for (auto _ : state) {
+    absl::StatusOr<Tensor> logits = t.engine->Predict(t.images);
+    if (!logits.ok()) {
+      state.SkipWithError(logits.status().ToString().c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(logits->data<float>());
+  }
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? -1.0 : v[v.size() / 2];
+}
+
+// PyTorch's medians in seconds by JSON key prefix ("fp32_step", "qat_forward", ...), or `error`.
+struct TorchTimes {
+  nlohmann::json json;
+  std::string error;
+
+  double MedianSeconds(const std::string& key) const {
+    return Median(json[key + "_ms"].get<std::vector<double>>()) / 1e3;
+  }
+};
+
+TorchTimes MeasurePyTorch(const ModelCase& c) {
+  TorchTimes t;
+  const std::string command =
+      absl::StrCat("/usr/bin/python3 bench/torch_train_step.py ", c.name, " ", c.batch, " ",
+                   kThreads, " ", kWarmupSteps, " ", kTimedSteps);
+  std::FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  if (pipe != nullptr) {
+    char buf[4096];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, got);
+    if (pclose(pipe) != 0) out.clear();
+  }
+  t.json = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  bool complete = t.json.is_object();
+  for (const char* key : {"fp32_step_ms", "fp32_forward_ms", "qat_step_ms", "qat_forward_ms"}) {
+    complete = complete && t.json.contains(key) && t.json[key].is_array() && !t.json[key].empty();
+  }
+  if (!complete) t.error = command + " failed (is python3-torch installed?)";
+  return t;
+}
+
+void RegisterTorchRow(const std::string& name, const TorchTimes& torch, const std::string& key) {
+  const std::string error = torch.error;
+  const double seconds = error.empty() ? torch.MedianSeconds(key) : -1.0;
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [seconds, error](benchmark::State& s) {
+                                 if (!error.empty()) {
+                                   s.SkipWithError(error.c_str());
+                                   return;
+                                 }
+                                 for (auto _ : s) s.SetIterationTime(seconds);
+                                 s.SetLabel("median of 10 steps in a child process");
+                               })
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+}
+
+void Register(const ModelCase& c, bool target, RatioReporter& reporter) {
+  const std::string model = CaseName(c);
+  const std::string qlab_suffix = absl::StrCat("/iterations:", kTimedSteps, "/real_time");
+  const std::string torch_suffix = "/iterations:1/manual_time";
+  for (const bool qat : {true, false}) {
+    const std::string mode = qat ? "qat" : "fp32";
+    auto lazy = std::make_shared<LazyTrainer>(c, qat);
+    benchmark::RegisterBenchmark(("qlab_" + mode + "_step/" + model).c_str(),
+                                 [lazy](benchmark::State& s) { QlabStep(s, *lazy); })
+        ->Iterations(kTimedSteps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("qlab_" + mode + "_predict/" + model).c_str(),
+                                 [lazy](benchmark::State& s) { QlabPredict(s, *lazy); })
+        ->Iterations(kTimedSteps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  const TorchTimes torch = MeasurePyTorch(c);
+  for (const char* key : {"qat_step", "fp32_step", "qat_forward", "fp32_forward"}) {
+    RegisterTorchRow(absl::StrCat("pytorch_", key, "/", model), torch, key);
+  }
+
+  const std::string label = absl::StrCat(c.name, " b", c.batch);
+  reporter.AddComparison(
+      "pytorch_qat_step/" + model + torch_suffix, "qlab_qat_step/" + model + qlab_suffix,
+      target ? 2.0 : 1.0,
+      absl::StrCat(target ? "TARGET" : "info:", " qat ", label, ": PyTorch FX QAT / qlab QAT"));
+  reporter.AddComparison("pytorch_fp32_step/" + model + torch_suffix,
+                         "qlab_fp32_step/" + model + qlab_suffix, 1.0,
+                         absl::StrCat("info: fp32 ", label, ": PyTorch / qlab"));
+  // Step / forward: how many forwards one step costs (the forward's share is its inverse).
+  reporter.AddComparison("qlab_qat_step/" + model + qlab_suffix,
+                         "qlab_qat_predict/" + model + qlab_suffix, 1.0,
+                         absl::StrCat("info: qat ", label, ": qlab step / eval forward"));
+  reporter.AddComparison("pytorch_qat_step/" + model + torch_suffix,
+                         "pytorch_qat_forward/" + model + torch_suffix, 1.0,
+                         absl::StrCat("info: qat ", label, ": PyTorch step / train forward"));
+}
+
+}  // namespace
+}  // namespace qlab::bench
+
+int main(int argc, char** argv) {
+  qlab::bench::RatioReporter reporter;
+  qlab::bench::Register({"resnet18", 4}, /*target=*/true, reporter);
+  qlab::bench::Register({"resnet20", 128}, /*target=*/false, reporter);
+  return qlab::bench::RunBenchmarksWithRatios(argc, argv, reporter);
+}
