@@ -283,6 +283,47 @@ def fake_quant_cases(rng):
                 "y": y.detach().numpy(), "dx": xt.grad.numpy(), "dscale": st.grad.numpy(),
                 "dzero_point": zt.grad.numpy()}
 
+        yield from lsq_term_cases(rng, rname, qmin, qmax)
+
+
+def lsq_term_cases(rng, rname, qmin, qmax):
+    """Per-element LSQ gradients, exactly comparable: per channel with one element per channel
+    (each dscale[c] is a single term, so no summation order is involved), and per tensor one
+    element per call."""
+    n = 256
+    candidates = learnable_zero_points(qmin, qmax)
+    zps = np.array([candidates[i % len(candidates)] for i in range(n)], dtype=np.float32)
+    zps = np.where(rng.random(n) < 0.5, zps, rng.uniform(qmin - 2, qmax + 2, n)).astype(np.float32)
+    scales = rng.uniform(0.02, 0.2, n).astype(np.float32)
+    x = quantizable_input(rng, (n, 1), 0, scales, np.clip(np.round(zps), qmin, qmax), qmin, qmax)
+    dy = rng.standard_normal((n, 1)).astype(np.float32)
+    gf = f32(0.37)
+    xt = torch.from_numpy(x).requires_grad_()
+    st = torch.from_numpy(scales.copy()).requires_grad_()
+    zt = torch.from_numpy(zps.copy()).requires_grad_()
+    y = torch._fake_quantize_learnable_per_channel_affine(xt, st, zt, 0, qmin, qmax, gf)
+    y.backward(torch.from_numpy(dy))
+    yield f"lsq_channel_terms_{rname}", {
+        "x": x, "dy": dy, "scale": scales, "zero_point": zps,
+        "axis": np.array([0], dtype=np.int64), "grad_factor": np.array([gf]),
+        "range": np.array([qmin, qmax], dtype=np.int64),
+        "y": y.detach().numpy(), "dx": xt.grad.numpy(), "dscale": st.grad.numpy(),
+        "dzero_point": zt.grad.numpy()}
+
+    m = 64
+    out = {k: np.zeros(m, dtype=np.float32) for k in ("y", "dx", "dscale", "dzero_point")}
+    for i in range(m):
+        xi = torch.from_numpy(x[i]).requires_grad_()
+        si = torch.tensor([scales[i]], requires_grad=True)
+        zi = torch.tensor([zps[i]], requires_grad=True)
+        yi = torch._fake_quantize_learnable_per_tensor_affine(xi, si, zi, qmin, qmax, gf)
+        yi.backward(torch.from_numpy(dy[i]))
+        out["y"][i], out["dx"][i] = yi.item(), xi.grad.item()
+        out["dscale"][i], out["dzero_point"][i] = si.grad.item(), zi.grad.item()
+    yield f"lsq_tensor_terms_{rname}", dict(
+        out, x=x[:m, 0], dy=dy[:m, 0], scale=scales[:m], zero_point=zps[:m],
+        grad_factor=np.array([gf]), range=np.array([qmin, qmax], dtype=np.int64))
+
 
 FAMILIES = {"batch_norm": batch_norm_cases, "pool": pool_cases,
             "cross_entropy": cross_entropy_cases, "fake_quant": fake_quant_cases}
