@@ -2,10 +2,10 @@
 // self-include through foreach_target.h, dispatch under HWY_ONCE).
 //
 // Tiles (kRows K rows x kVecs vectors of output channels, accumulators in registers):
-//   AVX3, AVX3_DL  28 zmm accumulators: 7 rows x 4 vectors (64 channels), 14 x 2 (32) or
-//                  16 x 1 (16); per output pixel kVecs loads of dy, kRows broadcasts of x,
-//                  kRows * kVecs FMAs.
-//   others         12 accumulators (16 registers): one 16-channel group, rows = 12 / vectors.
+//   AVX3, AVX3_DL  6 rows x 4 vectors (64 channels), 14 x 2 (32) or 16 x 1 (16): accumulators,
+//                  dy vectors and the broadcast fit the 32 zmm registers (7 x 4 spilled one);
+//                  per output pixel kVecs loads of dy, kRows broadcasts of x, kRows * kVecs FMAs.
+//   others         one 16-channel group as 16 / lanes vectors, rows as the 16 registers allow.
 //   SCALAR         one row by 16 single-float "vectors".
 // When the input has at least 8 channels a row tile stays inside one filter tap, so its rows
 // are consecutive floats of the input pixel (constant displacements); otherwise (the RGB stems)
@@ -34,7 +34,7 @@ struct RowTile {
 
 // Output pixels per block: 512 pixels of 64 channels are 128 KiB of dy, and the input rows they
 // read about as much; both stay in L2 (2 MiB per core here) while the block's tiles run.
-inline constexpr size_t kBlockPixels = 512;
+inline constexpr size_t kBlockPixels = 256;
 
 // Unrolls the tiles' constant-trip loops so that the accumulators live in registers.
 #define QLAB_DW_UNROLL _Pragma("GCC unroll 32")
@@ -66,12 +66,11 @@ namespace hn = hwy::HWY_NAMESPACE;
 using conv_filter_grad_internal::kBlockPixels;
 using conv_filter_grad_internal::RowTile;
 
+// Vector registers: a tile holds kRows * kVecs accumulators, kVecs dy vectors and one broadcast.
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-constexpr size_t kDwAccumulators = 28;
-#elif HWY_TARGET == HWY_SCALAR
-constexpr size_t kDwAccumulators = 16;
+constexpr size_t kDwRegisters = 32;
 #else
-constexpr size_t kDwAccumulators = 12;
+constexpr size_t kDwRegisters = 16;
 #endif
 
 // One tile over output rows [row_begin, row_end): rows kk0 .. kk0 + kRows - 1 of dwt, columns
@@ -133,7 +132,11 @@ HWY_INLINE void DwTileUpTo(size_t rows, const ConvFilterGradProblem& p, size_t k
 
 template <size_t kVecs>
 constexpr size_t DwMaxRows() {
-  return std::max<size_t>(1, std::min<size_t>(16, kDwAccumulators / kVecs));
+  if constexpr (kVecs + 2 > kDwRegisters) {
+    return 1;  // SCALAR: 16 one-float "vectors"
+  } else {
+    return std::min<size_t>(16, (kDwRegisters - 1 - kVecs) / kVecs);
+  }
 }
 
 struct DwSchedule {
@@ -195,8 +198,10 @@ void ConvFilterGradDriver(const ConvFilterGradProblem& p, pthreadpool_t pool) {
     groups = p.column_groups % 4 == 0 ? 4 : p.column_groups % 2 == 0 ? 2 : 1;
   }
   const size_t vecs = groups * 16 / kLanes;
-  const size_t max_rows =
-      kDwAccumulators / vecs > 16 ? 16 : std::max<size_t>(1, kDwAccumulators / vecs);
+  const size_t max_rows = vecs == 1   ? DwMaxRows<1>()
+                          : vecs == 2 ? DwMaxRows<2>()
+                          : vecs == 4 ? DwMaxRows<4>()
+                                      : DwMaxRows<16>();
   std::vector<RowTile> tiles;
   if (p.c >= 8) {  // tiles inside one tap: constant displacements
     for (size_t kk = 0; kk < p.k; kk += p.c) {

@@ -62,7 +62,7 @@ GemmLayerScratch& GemmLayerScratch::operator=(GemmLayerScratch&&) noexcept = def
 size_t GemmLayerScratch::CapacityFloats() const {
   if (buffers_ == nullptr) return 0;  // moved from
   const Buffers& b = *buffers_;
-  return b.packed.data.size() + b.packed.bias.size() + b.weights.capacity() + b.columns.capacity() +
+  return b.packed.data.size() + b.packed.bias.size() + b.columns.capacity() +
          b.transposed.capacity() + b.dw_taps.capacity();
 }
 
@@ -108,33 +108,49 @@ void PackRows(const float* src, size_t ld, Fp32PackedWeights& w) {
   }
 }
 
-// B[kk][col] = src[col * ld + kk] (given transposed: N x K, as Linear and OHWI weights are).
-void PackColumns(const float* src, size_t ld, Fp32PackedWeights& w) {
-  for (size_t p = 0; p < w.panels; ++p) {
-    float* panel = w.data.data() + p * w.k * kFp32PanelColumns;
-    for (size_t c = 0; c < kFp32PanelColumns; ++c) {
-      const size_t col = p * kFp32PanelColumns + c;
-      if (col >= w.n) {
-        for (size_t kk = 0; kk < w.k; ++kk) panel[kk * kFp32PanelColumns + c] = 0.0f;
-        continue;
-      }
-      const float* row = src + col * ld;
-      for (size_t kk = 0; kk < w.k; ++kk) panel[kk * kFp32PanelColumns + c] = row[kk];
-    }
-  }
+// Fills every panel of `w` in parallel, one panel per task: fill(p, panel) writes the K rows of
+// 16 floats of panel p (columns 16 p ..), zeros past N included.
+template <class Fill>
+void PackPanels(Fp32PackedWeights& w, const Fill& fill, pthreadpool_t pool) {
+  struct Context {
+    Fp32PackedWeights* w;
+    const Fill* fill;
+  } context{&w, &fill};
+  pthreadpool_parallelize_1d(
+      pool,
+      [](void* c, size_t p) {
+        const Context& ctx = *static_cast<const Context*>(c);
+        (*ctx.fill)(p, ctx.w->data.data() + p * ctx.w->k * kFp32PanelColumns);
+      },
+      &context, w.panels, 0);
 }
 
-// OIHW [o][i][t] -> OHWI [o][t][i] (t = kh * kernel_w + kw): rows in the convolution's K order.
-const float* ToOhwi(const float* oihw, size_t out_c, size_t in_c, size_t taps, Buffers& b) {
-  float* ohwi = b.weights.Get(out_c * in_c * taps);
-  for (size_t o = 0; o < out_c; ++o) {
-    const float* src = oihw + o * in_c * taps;
-    float* dst = ohwi + o * in_c * taps;
-    for (size_t i = 0; i < in_c; ++i) {
-      for (size_t t = 0; t < taps; ++t) dst[t * in_c + i] = src[i * taps + t];
-    }
-  }
-  return ohwi;
+// Columns of panel p that exist (the last panel may be partial).
+size_t ValidColumns(const Fp32PackedWeights& w, size_t p) {
+  return std::min(kFp32PanelColumns, w.n - p * kFp32PanelColumns);
+}
+
+// B[kk = (t, i)][col = o] = weight[o][i][t] for weight [N][in_c][taps] (OIHW conv weights; a
+// Linear's [out][in] with taps = 1): the forward's packing. Per row, the 16 columns come from 16
+// weight rows read in step, so each row of the panel is one complete line.
+void PackForwardWeights(const float* weight, size_t in_c, size_t taps, Fp32PackedWeights& w,
+                        pthreadpool_t pool) {
+  const size_t k = in_c * taps;
+  PackPanels(
+      w,
+      [&](size_t p, float* panel) {
+        const size_t valid = ValidColumns(w, p);
+        const float* first = weight + p * kFp32PanelColumns * k;
+        for (size_t i = 0; i < in_c; ++i) {
+          for (size_t t = 0; t < taps; ++t) {
+            float* dst = panel + (t * in_c + i) * kFp32PanelColumns;
+            const float* src = first + i * taps + t;
+            for (size_t c = 0; c < valid; ++c) dst[c] = src[c * k];
+            std::fill(dst + valid, dst + kFp32PanelColumns, 0.0f);
+          }
+        }
+      },
+      pool);
 }
 
 // --- Small fixed-order reductions and reorders ------------------------------------------------
@@ -235,9 +251,25 @@ void ConvBackwardDataGemm(const ConvLayerShape& shape, const float* w_oihw, cons
                           float* dx, Buffers& b, pthreadpool_t pool) {
   const Fp32ConvGeometry& g = shape.geometry;
   const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g), k = taps * c;
-  const float* ohwi = ToOhwi(w_oihw, oc, c, taps, b);
+  // B[kk = o][col = (t, i)] = W[o][i][t]; each panel's 16 columns read from precomputed offsets.
   Fp32PackedWeights& packed = PackedFor(b, oc, k, nullptr);
-  PackRows(ohwi, k, packed);
+  PackPanels(
+      packed,
+      [&](size_t p, float* panel) {
+        const size_t valid = ValidColumns(packed, p);
+        size_t source[kFp32PanelColumns];
+        for (size_t col = 0; col < valid; ++col) {
+          const size_t kk = p * kFp32PanelColumns + col;
+          source[col] = (kk % c) * taps + kk / c;
+        }
+        for (size_t o = 0; o < oc; ++o) {
+          float* dst = panel + o * kFp32PanelColumns;
+          const float* filter = w_oihw + o * k;
+          for (size_t col = 0; col < valid; ++col) dst[col] = filter[source[col]];
+          std::fill(dst + valid, dst + kFp32PanelColumns, 0.0f);
+        }
+      },
+      pool);
   const size_t image_pixels = g.out_h * g.out_w;
   const size_t images_per_chunk =
       std::clamp<size_t>(kColumnChunkFloats / std::max<size_t>(1, image_pixels * k), 1, g.batch);
@@ -257,15 +289,22 @@ void ConvBackwardDataStride1(const ConvLayerShape& shape, const float* w_oihw, c
                              float* dx, Buffers& b, pthreadpool_t pool) {
   const Fp32ConvGeometry& g = shape.geometry;
   const size_t oc = shape.out_channels, c = g.in_channels, taps = Taps(g);
-  float* flipped = b.weights.Get(taps * oc * c);  // [t'][o][i]
-  for (size_t o = 0; o < oc; ++o) {
-    for (size_t i = 0; i < c; ++i) {
-      const float* src = w_oihw + (o * c + i) * taps;
-      for (size_t t = 0; t < taps; ++t) flipped[((taps - 1 - t) * oc + o) * c + i] = src[t];
-    }
-  }
   Fp32PackedWeights& packed = PackedFor(b, taps * oc, c, nullptr);
-  PackRows(flipped, c, packed);
+  PackPanels(
+      packed,
+      [&](size_t p, float* panel) {  // panel p: input channels 16 p .. 16 p + 15
+        const size_t valid = ValidColumns(packed, p);
+        for (size_t o = 0; o < oc; ++o) {
+          const float* filters = w_oihw + (o * c + p * kFp32PanelColumns) * taps;
+          for (size_t flipped = 0; flipped < taps; ++flipped) {
+            float* dst = panel + (flipped * oc + o) * kFp32PanelColumns;
+            const float* src = filters + (taps - 1 - flipped);
+            for (size_t col = 0; col < valid; ++col) dst[col] = src[col * taps];
+            std::fill(dst + valid, dst + kFp32PanelColumns, 0.0f);
+          }
+        }
+      },
+      pool);
   Fp32ConvGeometry t;
   t.batch = g.batch;
   t.in_h = g.out_h;
@@ -316,12 +355,20 @@ struct ReorderDw {
   float* dw;
 };
 
-void ReorderDwChannel(void* context, size_t o) {
+// Output channels o0 .. o0 + 15: for each (i, t) one line of dwt feeds 16 filters, each filter
+// written sequentially.
+void ReorderDwBlock(void* context, size_t block) {
   const ReorderDw& job = *static_cast<const ReorderDw*>(context);
-  float* dst = job.dw + o * job.in_c * job.taps;
-  for (size_t t = 0; t < job.taps; ++t) {
-    const float* src = job.dwt + t * job.in_c * job.ldw + o;
-    for (size_t i = 0; i < job.in_c; ++i) dst[i * job.taps + t] = src[i * job.ldw];
+  const size_t o0 = block * kFp32PanelColumns;
+  const size_t valid = std::min(kFp32PanelColumns, job.out_c - o0);
+  const size_t filter_size = job.in_c * job.taps;
+  float* first = job.dw + o0 * filter_size;
+  for (size_t i = 0; i < job.in_c; ++i) {
+    for (size_t t = 0; t < job.taps; ++t) {
+      const float* src = job.dwt + (t * job.in_c + i) * job.ldw + o0;
+      float* dst = first + i * job.taps + t;
+      for (size_t c = 0; c < valid; ++c) dst[c * filter_size] = src[c];
+    }
   }
 }
 
@@ -371,7 +418,7 @@ void ConvBackwardFilter(const ConvLayerShape& shape, const float* x, const float
   p.dwt = b.dw_taps.Get(k * ldw);
   ConvFilterGrad(p, pool);
   ReorderDw job{p.dwt, ldw, oc, c, taps, dw};
-  pthreadpool_parallelize_1d(pool, &ReorderDwChannel, &job, oc, 0);
+  pthreadpool_parallelize_1d(pool, &ReorderDwBlock, &job, p.column_groups, 0);
 }
 
 }  // namespace
@@ -381,9 +428,8 @@ void ConvForward(const ConvLayerShape& shape, const float* x, const float* w_oih
   Buffers& b = ScratchBuffers(scratch);
   const Fp32ConvGeometry& g = shape.geometry;
   const size_t taps = Taps(g), c = g.in_channels;
-  const float* ohwi = ToOhwi(w_oihw, shape.out_channels, c, taps, b);
   Fp32PackedWeights& packed = PackedFor(b, taps * c, shape.out_channels, bias);
-  PackColumns(ohwi, taps * c, packed);
+  PackForwardWeights(w_oihw, c, taps, packed, pool);
   kernels::Fp32Conv2dNhwc(g, x, packed, Fp32Epilogue{}, y, pool);
 }
 
@@ -410,7 +456,7 @@ void LinearForward(size_t batch, size_t in, size_t out, const float* x, const fl
                    const float* bias, float* y, GemmLayerScratch& scratch, pthreadpool_t pool) {
   Buffers& b = ScratchBuffers(scratch);
   Fp32PackedWeights& packed = PackedFor(b, in, out, bias);
-  PackColumns(w, in, packed);
+  PackForwardWeights(w, in, 1, packed, pool);
   kernels::Fp32Gemm(x, batch, in, packed, Fp32Epilogue{}, y, out, pool);
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 #include "kernels/fp32/fp32_ref.h"
 #include "train/gemm_layers/gemm_layers_ref.h"
 
@@ -228,6 +229,28 @@ void ExpectWithinBound(const char* what, const std::vector<float>& got,
 
 PoolPtr TwoThreads() { return PoolPtr(pthreadpool_create(2)); }
 
+// Every output of one run, concatenated.
+struct Outputs {
+  std::vector<float> all;
+  void Add(const std::vector<float>& v) { all.insert(all.end(), v.begin(), v.end()); }
+};
+
+Outputs RunConv(const ConvLayerShape& s, const std::vector<float>& x, const std::vector<float>& w,
+                const std::vector<float>& b, const std::vector<float>& dy,
+                GemmLayerScratch& scratch, pthreadpool_t pool) {
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
+  ConvForward(s, x.data(), w.data(), b.data(), y.data(), scratch, pool);
+  ConvBackward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), scratch, pool);
+  Outputs out;
+  for (const auto* v : {&y, &dx, &dw, &db}) out.Add(*v);
+  return out;
+}
+
+void ExpectBitIdentical(const Outputs& a, const Outputs& b, const std::string& what) {
+  ASSERT_EQ(a.all.size(), b.all.size()) << what;
+  EXPECT_EQ(std::memcmp(a.all.data(), b.all.data(), a.all.size() * sizeof(float)), 0) << what;
+}
+
 void CheckConvAgainstReference(const ConvCase& c, uint32_t case_number, pthreadpool_t pool) {
   SCOPED_TRACE(c.name);
   std::cout << c.name << "\n";
@@ -296,6 +319,35 @@ TEST(GemmLayersTest, ResNetConvsMatchReference) {
   for (const ConvCase& c : kResNetConvs) CheckConvAgainstReference(c, case_number++, pool.get());
 }
 
+// The Highway kernels (conv_filter_grad's tiles, kernels/fp32's GEMM tiles) differ per target:
+// every compiled target this CPU supports runs the small shapes and two real ones, and must
+// agree with the reference and be thread-count independent there too.
+TEST(GemmLayersTest, ConvsMatchReferenceOnEveryTarget) {
+  const PoolPtr pool = TwoThreads();
+  std::vector<ConvCase> cases(std::begin(kSmallConvs), std::end(kSmallConvs));
+  cases.push_back(kResNetConvs[0]);  // the 7x7/2 stem: rows crossing taps
+  cases.push_back(kResNetConvs[5]);  // 16 -> 32 channels, stride 2
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    std::cout << "target " << hwy::TargetName(target) << "\n";
+    uint32_t case_number = 800;
+    for (const ConvCase& c : cases) {
+      CheckConvAgainstReference(c, case_number++, pool.get());
+      std::mt19937 rng(Seed(case_number));
+      const ConvLayerShape s = c.Shape();
+      const std::vector<float> x = RandomFloats(ConvInputSizeRef(s), rng);
+      const std::vector<float> w = RandomFloats(ConvWeightSizeRef(s), rng);
+      const std::vector<float> b = RandomFloats(s.out_channels, rng);
+      const std::vector<float> dy = RandomFloats(ConvOutputSizeRef(s), rng);
+      GemmLayerScratch scratch;
+      const Outputs serial = RunConv(s, x, w, b, dy, scratch, nullptr);
+      ExpectBitIdentical(serial, RunConv(s, x, w, b, dy, scratch, pool.get()), c.name);
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);  // back to the CPU's own targets
+}
+
 TEST(GemmLayersTest, LinearsMatchReference) {
   const PoolPtr pool = TwoThreads();
   uint32_t case_number = 400;
@@ -308,28 +360,6 @@ TEST(GemmLayersTest, LinearsMatchReference) {
 }
 
 // --- 3. Determinism: thread counts and scratch reuse -----------------------------------------
-
-// Every output of one run, concatenated.
-struct Outputs {
-  std::vector<float> all;
-  void Add(const std::vector<float>& v) { all.insert(all.end(), v.begin(), v.end()); }
-};
-
-Outputs RunConv(const ConvLayerShape& s, const std::vector<float>& x, const std::vector<float>& w,
-                const std::vector<float>& b, const std::vector<float>& dy,
-                GemmLayerScratch& scratch, pthreadpool_t pool) {
-  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
-  ConvForward(s, x.data(), w.data(), b.data(), y.data(), scratch, pool);
-  ConvBackward(s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), scratch, pool);
-  Outputs out;
-  for (const auto* v : {&y, &dx, &dw, &db}) out.Add(*v);
-  return out;
-}
-
-void ExpectBitIdentical(const Outputs& a, const Outputs& b, const std::string& what) {
-  ASSERT_EQ(a.all.size(), b.all.size()) << what;
-  EXPECT_EQ(std::memcmp(a.all.data(), b.all.data(), a.all.size() * sizeof(float)), 0) << what;
-}
 
 TEST(GemmLayersTest, ConvResultsDoNotDependOnThreadsOrScratchHistory) {
   const PoolPtr one(pthreadpool_create(1)), two = TwoThreads();
