@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "train/ops/parallel_blocks.h"
@@ -26,46 +27,104 @@ float PerTensorBackwardZeroPoint(float zero_point, int32_t quant_min, int32_t qu
   return std::trunc(ClampToRange(zero_point + 0.5f, quant_min, quant_max));
 }
 
+// What one block of the LSQ backward reads and writes.
+struct LsqBlockArgs {
+  const float* x;
+  const float* dy;
+  size_t channels, inner;
+  const float* scales;
+  const float* inv_scales;   // 1.0f / scales[c]
+  const float* zero_points;  // integer-valued floats
+  float qmin, qmax, grad_factor;
+  float* dx;
+};
+
+// condition ? if_true : if_false on the bits, so that the compiler emits no branch: whether an
+// element is clipped is data-dependent and unpredictable.
+inline float SelectBits(bool condition, float if_true, float if_false) {
+  uint32_t t, f;
+  std::memcpy(&t, &if_true, sizeof(t));
+  std::memcpy(&f, &if_false, sizeof(f));
+  const uint32_t mask = 0u - static_cast<uint32_t>(condition);
+  const uint32_t bits = (t & mask) | (f & ~mask);
+  float result;
+  std::memcpy(&result, &bits, sizeof(result));
+  return result;
+}
+
+// The LSQ backward's per-element loop is compiled twice, for the baseline x86-64 ISA and for
+// x86-64-v3 (AVX2, FMA), chosen at load time. The fake_quant_grad_baseline_test target defines
+// QLAB_LSQ_BASELINE_ONLY so that the baseline code is tested on machines that have FMA too.
+#if defined(QLAB_LSQ_BASELINE_ONLY)
+#define QLAB_LSQ_TARGET_CLONES
+#else
+#define QLAB_LSQ_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
+// Elements [begin, end): writes dx and adds the dscale / dzero_point terms per channel into
+// partial[0, channels) / partial[channels, 2 channels). Terms are summed in element order within
+// each run of one channel's consecutive elements, and each run's sum is added to the channel's
+// slot. std::fma and std::nearbyint are exact operations, so the x86-64-v3 clone (inline FMA and
+// rounding instructions instead of libm calls) gives the same bits as the baseline one.
+QLAB_LSQ_TARGET_CLONES void AccumulateLsqBlock(const LsqBlockArgs& a, size_t begin, size_t end,
+                                               double* partial) {
+  const float* x = a.x;
+  const float* dy = a.dy;
+  float* dx = a.dx;
+  const float qmin = a.qmin, qmax = a.qmax, grad_factor = a.grad_factor;
+  const size_t channels = a.channels, inner = a.inner;
+  size_t c = (begin / inner) % channels;
+  size_t i = begin;
+  size_t run_end = std::min(end, begin + (inner - begin % inner));
+  while (i < end) {
+    const float s = a.scales[c], inv_s = a.inv_scales[c], zp = a.zero_points[c];
+    double run_scale = 0.0, run_zero_point = 0.0;
+    for (; i < run_end; ++i) {
+      const float g = dy[i];
+      const float xq = std::nearbyint(std::fma(x[i], inv_s, zp));
+      const float clamped = std::min(std::max(xq, qmin), qmax);
+      const bool inside = clamped == xq;
+      // Clipped, clamped - zp is PyTorch's qmin - zp or qmax - zp (exact: small integers);
+      // inside, (clamped - zp) * s - x is its xfq - x (clamped == xq).
+      const float edge = clamped - zp;
+      const float inside_term = ((g * std::fma(edge, s, -x[i])) * inv_s) * grad_factor;
+      const float clipped_term = (g * edge) * grad_factor;
+      const float zero_point_term = ((-g) * s) * grad_factor;
+      dx[i] = SelectBits(inside, g, 0.0f);
+      run_scale += SelectBits(inside, inside_term, clipped_term);
+      run_zero_point += SelectBits(inside, 0.0f, zero_point_term);
+    }
+    partial[c] += run_scale;
+    partial[channels + c] += run_zero_point;
+    if (++c == channels) c = 0;
+    run_end = std::min(end, i + inner);
+  }
+}
+
 // The shared LSQ backward: zero_points are the integer-valued floats the backward uses.
 void LsqBackwardImpl(const float* x, const float* dy, const kernels::ChannelDims& dims,
                      const float* scales, const float* zero_points, int32_t quant_min,
                      int32_t quant_max, float grad_factor, float* dx, float* dscales,
                      float* dzero_points, pthreadpool_t pool) {
-  const size_t channels = dims.channels, inner = dims.inner;
-  std::vector<float> inv_scales(channels), below(channels), above(channels);
-  for (size_t c = 0; c < channels; ++c) {
-    inv_scales[c] = 1.0f / scales[c];
-    below[c] = static_cast<float>(quant_min) - zero_points[c];  // exact: small integers
-    above[c] = static_cast<float>(quant_max) - zero_points[c];
-  }
-  const float qmin = static_cast<float>(quant_min), qmax = static_cast<float>(quant_max);
+  const size_t channels = dims.channels;
+  std::vector<float> inv_scales(channels);
+  for (size_t c = 0; c < channels; ++c) inv_scales[c] = 1.0f / scales[c];
+  const LsqBlockArgs args{x,
+                          dy,
+                          channels,
+                          dims.inner,
+                          scales,
+                          inv_scales.data(),
+                          zero_points,
+                          static_cast<float>(quant_min),
+                          static_cast<float>(quant_max),
+                          grad_factor,
+                          dx};
   std::vector<double> sums(2 * channels);
   internal::BlockedSums(
       dims.size(), kBlock, 2 * channels,
       [&](size_t begin, size_t end, double* partial) {
-        double* sum_scale = partial;
-        double* sum_zero_point = partial + channels;
-        size_t c = (begin / inner) % channels, k = begin % inner;
-        for (size_t i = begin; i < end; ++i) {
-          const float s = scales[c], zp = zero_points[c], g = dy[i];
-          const float xq = std::nearbyint(std::fma(x[i], inv_scales[c], zp));
-          float scale_term, zero_point_term;
-          if (xq >= qmin && xq <= qmax) {
-            dx[i] = g;
-            scale_term = ((g * std::fma(xq - zp, s, -x[i])) * inv_scales[c]) * grad_factor;
-            zero_point_term = 0.0f;
-          } else {
-            dx[i] = 0.0f;
-            scale_term = (g * (xq < qmin ? below[c] : above[c])) * grad_factor;
-            zero_point_term = ((-g) * s) * grad_factor;
-          }
-          sum_scale[c] += scale_term;
-          sum_zero_point[c] += zero_point_term;
-          if (++k == inner) {
-            k = 0;
-            if (++c == channels) c = 0;
-          }
-        }
+        AccumulateLsqBlock(args, begin, end, partial);
       },
       sums.data(), pool);
   for (size_t c = 0; c < channels; ++c) {
