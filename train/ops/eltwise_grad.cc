@@ -8,6 +8,7 @@
 
 #include "kernels/fp32/fp32_eltwise.h"
 #include "train/ops/parallel_blocks.h"
+#include "train/ops/select_bits.h"
 
 namespace qlab::train {
 namespace {
@@ -26,7 +27,9 @@ void ReluBackward(const float* y, const float* dy, size_t n, float* dx, pthreadp
   internal::ParallelForRowBlocks(
       n, kChunk,
       [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+        for (size_t i = begin; i < end; ++i) {
+          dx[i] = internal::SelectBits(y[i] > 0.0f, dy[i], 0.0f);
+        }
       },
       pool);
 }

@@ -7,13 +7,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "train/ops/parallel_blocks.h"
+#include "train/ops/select_bits.h"
 
 namespace qlab::train {
 namespace {
+
+using internal::SelectBits;
 
 // Elements per task (and per partial sum of the LSQ reductions): 32 KiB of x.
 constexpr size_t kBlock = 8192;
@@ -38,19 +40,6 @@ struct LsqBlockArgs {
   float qmin, qmax, grad_factor;
   float* dx;
 };
-
-// condition ? if_true : if_false on the bits, so that the compiler emits no branch: whether an
-// element is clipped is data-dependent and unpredictable.
-inline float SelectBits(bool condition, float if_true, float if_false) {
-  uint32_t t, f;
-  std::memcpy(&t, &if_true, sizeof(t));
-  std::memcpy(&f, &if_false, sizeof(f));
-  const uint32_t mask = 0u - static_cast<uint32_t>(condition);
-  const uint32_t bits = (t & mask) | (f & ~mask);
-  float result;
-  std::memcpy(&result, &bits, sizeof(result));
-  return result;
-}
 
 // The LSQ backward's per-element loop is compiled twice, for the baseline x86-64 ISA and for
 // x86-64-v3 (AVX2, FMA), chosen at load time. The fake_quant_grad_baseline_test target defines

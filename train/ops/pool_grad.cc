@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "train/ops/parallel_blocks.h"
+#include "train/ops/select_bits.h"
 
 namespace qlab::train {
 namespace {
@@ -41,28 +42,29 @@ void MaxPoolRow(const kernels::Fp32PoolGeometry& g, const float* x, size_t row, 
   const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
   for (size_t ow = 0; ow < g.out_w; ++ow) {
     const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-    float* best = y + (row * g.out_w + ow) * c;
-    int32_t* where = argmax + (row * g.out_w + ow) * c;
-    // PyTorch starts from -inf at the first real pixel of the window (so an all -inf window
-    // points there) and moves on a strictly greater value or a NaN.
+    float* out = y + (row * g.out_w + ow) * c;
+    int32_t* out_index = argmax + (row * g.out_w + ow) * c;
+    // One channel at a time, its window walked in (kh, kw) order with the running maximum in
+    // registers. PyTorch starts from -inf at the first real pixel of the window (so an all -inf
+    // window points there) and moves on a strictly greater value or a NaN.
+    const size_t image = b * g.in_h * g.in_w;
     const size_t first =
-        ((b * g.in_h + static_cast<size_t>(wh.begin)) * g.in_w + static_cast<size_t>(ww.begin)) * c;
+        (image + static_cast<size_t>(wh.begin) * g.in_w + static_cast<size_t>(ww.begin)) * c;
     for (size_t ch = 0; ch < c; ++ch) {
-      best[ch] = -std::numeric_limits<float>::infinity();
-      where[ch] = static_cast<int32_t>(first + ch);
-    }
-    for (int64_t h = wh.begin; h < wh.end; ++h) {
-      for (int64_t w = ww.begin; w < ww.end; ++w) {
-        const size_t pixel =
-            ((b * g.in_h + static_cast<size_t>(h)) * g.in_w + static_cast<size_t>(w)) * c;
-        const float* in = x + pixel;
-        for (size_t ch = 0; ch < c; ++ch) {
-          if (in[ch] > best[ch] || std::isnan(in[ch])) {
-            best[ch] = in[ch];
-            where[ch] = static_cast<int32_t>(pixel + ch);
-          }
+      float best = -std::numeric_limits<float>::infinity();
+      int32_t where = static_cast<int32_t>(first + ch);
+      for (int64_t h = wh.begin; h < wh.end; ++h) {
+        for (int64_t w = ww.begin; w < ww.end; ++w) {
+          const size_t i =
+              (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c + ch;
+          const float v = x[i];
+          const bool take = (v > best) | std::isnan(v);  // no short-circuit branch
+          best = internal::SelectBits(take, v, best);
+          where = internal::SelectBits(take, static_cast<int32_t>(i), where);
         }
       }
+      out[ch] = best;
+      out_index[ch] = where;
     }
   }
 }
