@@ -44,10 +44,10 @@ struct LsqBlockArgs {
 // The LSQ backward's per-element loop is compiled twice, for the baseline x86-64 ISA and for
 // x86-64-v3 (AVX2, FMA), chosen at load time. The fake_quant_grad_baseline_test target defines
 // QLAB_LSQ_BASELINE_ONLY so that the baseline code is tested on machines that have FMA too.
-#if defined(QLAB_LSQ_BASELINE_ONLY)
-#define QLAB_LSQ_TARGET_CLONES
-#else
+#if defined(__x86_64__) && !defined(QLAB_LSQ_BASELINE_ONLY)
 #define QLAB_LSQ_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define QLAB_LSQ_TARGET_CLONES
 #endif
 
 // Elements [begin, end): writes dx and adds the dscale / dzero_point terms per channel into
@@ -125,7 +125,7 @@ void LsqBackwardImpl(const float* x, const float* dy, const kernels::ChannelDims
 }  // namespace
 
 void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx) {
-  for (size_t i = 0; i < n; ++i) dx[i] = mask[i] != 0 ? dy[i] : 0.0f;
+  for (size_t i = 0; i < n; ++i) dx[i] = SelectBits(mask[i] != 0, dy[i], 0.0f);
 }
 
 int32_t LsqForwardZeroPoint(float zero_point, int32_t quant_min, int32_t quant_max) {

@@ -1,4 +1,4 @@
-// See torch_cases.h.
+// Runs torch_ops_grad.py and reads its safetensors files without rounding (see torch_cases.h).
 
 #include "train/ops/torch_cases.h"
 
