@@ -284,9 +284,49 @@ TEST(BatchNormGradTest, TrainKernelsMatchReference) {
   std::printf("training kernels vs double reference: worst error / bound = %.3g\n", worst);
 }
 
+// Exact eval-mode results (the double reference, or PyTorch in float64).
+struct EvalExact {
+  std::vector<double> y, dx, dgamma, dbeta;
+};
+
+// Runs the float eval-mode kernels and checks them against `exact`:
+//   a = (1 / sqrt(var + eps)) * gamma in float: 4 roundings (add, sqrt, divide, multiply), so a
+//   errs by <= 4u |a|; b = beta - mean * a: 2 more roundings and a's error times |mean|;
+//   y = x * a + b: 2 more. With M = |a| (|x| + |mean|) + |beta| bounding every term: 8u M.
+//   dx = dy * a: 5u |dy a|. dgamma = sum dy (x - mean) inv_std_f in double: inv_std_f's 3
+//   roundings and the final one: 4u sum|dy (x - mean) inv_std|, doubled. dbeta: 2u sum|dy|.
+double CheckEvalKernel(const std::string& what, size_t rows, size_t channels,
+                       const std::vector<float>& x, const std::vector<float>& gamma,
+                       const std::vector<float>& beta, const std::vector<float>& mean,
+                       const std::vector<float>& var, float eps, const std::vector<float>& dy,
+                       const EvalExact& exact) {
+  const double u = kFloatRoundoff;
+  std::vector<float> y(x.size()), dx(x.size()), dgamma(channels), dbeta(channels);
+  BatchNormEvalForward(rows, channels, x.data(), gamma.data(), beta.data(), mean.data(), var.data(),
+                       eps, y.data(), nullptr);
+  BatchNormEvalBackward(rows, channels, x.data(), gamma.data(), mean.data(), var.data(), eps,
+                        dy.data(), dx.data(), dgamma.data(), dbeta.data(), nullptr);
+  std::vector<double> tol_y(x.size()), tol_dx(x.size()), tol_dgamma(channels, 0),
+      tol_dbeta(channels, 0);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const size_t c = i % channels;
+    const double inv_std = 1.0 / std::sqrt(static_cast<double>(var[c]) + eps);
+    const double a = std::fabs(gamma[c]) * inv_std;
+    tol_y[i] = 8 * u * (a * (std::fabs(x[i]) + std::fabs(mean[c])) + std::fabs(beta[c]));
+    tol_dx[i] = 5 * u * std::fabs(dy[i]) * a;
+    tol_dgamma[c] += 8 * u * std::fabs(static_cast<double>(dy[i]) * (x[i] - mean[c])) * inv_std;
+    tol_dbeta[c] += 2 * u * std::fabs(dy[i]);
+  }
+  double worst = 0;
+  worst = std::max(worst, ExpectWithin(what + " eval y", y, exact.y, tol_y));
+  worst = std::max(worst, ExpectWithin(what + " eval dx", dx, exact.dx, tol_dx));
+  worst = std::max(worst, ExpectWithin(what + " eval dgamma", dgamma, exact.dgamma, tol_dgamma));
+  worst = std::max(worst, ExpectWithin(what + " eval dbeta", dbeta, exact.dbeta, tol_dbeta));
+  return worst;
+}
+
 TEST(BatchNormGradTest, EvalKernelsMatchReference) {
   std::mt19937 rng(kSeed + 3);
-  const double u = kFloatRoundoff;
   double worst = 0;
   for (const Shape s : {Shape{5, 3}, Shape{429, 7}, Shape{1, 17}}) {
     const std::string what = absl::StrCat("rows=", s.rows, " channels=", s.channels);
@@ -297,39 +337,17 @@ TEST(BatchNormGradTest, EvalKernelsMatchReference) {
     const std::vector<float> var = testing::UniformFloats(s.channels, 0.2f, 3, rng);
     const std::vector<float> dy = testing::NormalFloats(x.size(), 0.0f, 1.0f, rng);
     const float eps = 1e-5f;
-    std::vector<float> y(x.size()), dx(x.size()), dgamma(s.channels), dbeta(s.channels);
-    BatchNormEvalForward(s.rows, s.channels, x.data(), gamma.data(), beta.data(), mean.data(),
-                         var.data(), eps, y.data(), nullptr);
-    BatchNormEvalBackward(s.rows, s.channels, x.data(), gamma.data(), mean.data(), var.data(), eps,
-                          dy.data(), dx.data(), dgamma.data(), dbeta.data(), nullptr);
     const std::vector<double> xd = ToDouble(x), gd = ToDouble(gamma), bd = ToDouble(beta),
                               md = ToDouble(mean), vd = ToDouble(var), dyd = ToDouble(dy);
-    std::vector<double> want_y(x.size()), want_dx(x.size()), want_dgamma(s.channels),
-        want_dbeta(s.channels);
+    EvalExact exact{std::vector<double>(x.size()), std::vector<double>(x.size()),
+                    std::vector<double>(s.channels), std::vector<double>(s.channels)};
     BatchNormEvalForwardRef(s.rows, s.channels, xd.data(), gd.data(), bd.data(), md.data(),
-                            vd.data(), static_cast<double>(eps), want_y.data());
+                            vd.data(), static_cast<double>(eps), exact.y.data());
     BatchNormEvalBackwardRef(s.rows, s.channels, xd.data(), gd.data(), md.data(), vd.data(),
-                             static_cast<double>(eps), dyd.data(), want_dx.data(),
-                             want_dgamma.data(), want_dbeta.data());
-    // a = (1 / sqrt(var + eps)) * gamma in float: 4 roundings (add, sqrt, divide, multiply),
-    // so a errs by <= 4u |a|; b = beta - mean * a: 2 more roundings and a's error times |mean|;
-    // y = x * a + b: 2 more. With M = |a| (|x| + |mean|) + |beta| bounding every term: 8u M.
-    // dx = dy * a: 5u |dy a|. dgamma = sum dy (x - mean) inv_std_f in double: inv_std_f's 3
-    // roundings and the final one: 4u sum|dy (x - mean) inv_std|, doubled. dbeta: 2u sum|dy|.
-    std::vector<double> tol_y(x.size()), tol_dx(x.size()), tol_dgamma(s.channels, 0),
-        tol_dbeta(s.channels, 0);
-    for (size_t i = 0; i < x.size(); ++i) {
-      const size_t c = i % s.channels;
-      const double a = std::fabs(gd[c]) / std::sqrt(vd[c] + eps);
-      tol_y[i] = 8 * u * (a * (std::fabs(xd[i]) + std::fabs(md[c])) + std::fabs(bd[c]));
-      tol_dx[i] = 5 * u * std::fabs(dyd[i]) * a;
-      tol_dgamma[c] += 8 * u * std::fabs(dyd[i] * (xd[i] - md[c])) / std::sqrt(vd[c] + eps);
-      tol_dbeta[c] += 2 * u * std::fabs(dyd[i]);
-    }
-    worst = std::max(worst, ExpectWithin(what + " y", y, want_y, tol_y));
-    worst = std::max(worst, ExpectWithin(what + " dx", dx, want_dx, tol_dx));
-    worst = std::max(worst, ExpectWithin(what + " dgamma", dgamma, want_dgamma, tol_dgamma));
-    worst = std::max(worst, ExpectWithin(what + " dbeta", dbeta, want_dbeta, tol_dbeta));
+                             static_cast<double>(eps), dyd.data(), exact.dx.data(),
+                             exact.dgamma.data(), exact.dbeta.data());
+    worst = std::max(worst, CheckEvalKernel(what, s.rows, s.channels, x, gamma, beta, mean, var,
+                                            eps, dy, exact));
   }
   std::printf("eval kernels vs double reference: worst error / bound = %.3g\n", worst);
 }
@@ -384,8 +402,9 @@ TEST(BatchNormGradTest, BitIdenticalForAnyThreadCount) {
   }
 }
 
-// PyTorch 1.13's F.batch_norm(training=True, momentum) and native_batch_norm's saved statistics,
-// in float64 on the same float32 inputs (torch_ops_grad.py batch_norm).
+// PyTorch 1.13's F.batch_norm(training=True, momentum), native_batch_norm's saved statistics and
+// F.batch_norm(training=False), in float64 on the same float32 inputs (torch_ops_grad.py
+// batch_norm).
 TEST(BatchNormGradTorchTest, MatchesPyTorch) {
   auto cases = testing::RunTorchCases("batch_norm");
   ASSERT_TRUE(cases.ok()) << cases.status();
@@ -428,12 +447,19 @@ TEST(BatchNormGradTorchTest, MatchesPyTorch) {
     for (size_t ch = 0; ch < channels; ++ch) {
       var_error[ch] = 2 * kFloatRoundoff * torch.var_unbiased[ch];
     }
+    // Eval mode with the case's running statistics (F.batch_norm(training=False), float64).
+    const EvalExact torch_eval{c.Doubles("eval_y"), c.Doubles("eval_dx"), c.Doubles("eval_dgamma"),
+                               c.Doubles("eval_dbeta")};
+    worst = std::max(
+        worst, CheckEvalKernel(name, rows, channels, x, gamma, beta, c.Floats("running_mean_in"),
+                               c.Floats("running_var_in"), eps, dy, torch_eval));
     worst =
         std::max(worst, CheckRunningStats(name, channels, momentum, mean, var,
                                           c.Floats("running_mean_in"), c.Floats("running_var_in"),
                                           c.Doubles("running_mean"), rv, mean_error, var_error));
   }
-  std::printf("training kernels vs PyTorch (float64): worst error / bound = %.3g\n", worst);
+  std::printf("training and eval kernels vs PyTorch (float64): worst error / bound = %.3g\n",
+              worst);
 }
 
 }  // namespace

@@ -86,6 +86,13 @@ def batch_norm_case(rng, n, h, w, c, eps, momentum, offset):
     rv = torch.from_numpy(running_var).double()
     y = F.batch_norm(xt, rm, rv, g, b, training=True, momentum=momentum, eps=eps)
     y.backward(as_input(dy).double())
+    # Eval mode with the (not yet updated) running statistics.
+    xe = as_input(x).double().requires_grad_()
+    ge = torch.from_numpy(gamma).double().requires_grad_()
+    be = torch.from_numpy(beta).double().requires_grad_()
+    ye = F.batch_norm(xe, torch.from_numpy(running_mean).double(),
+                      torch.from_numpy(running_var).double(), ge, be, training=False, eps=eps)
+    ye.backward(as_input(dy).double())
     _, save_mean, save_invstd = torch.native_batch_norm(
         as_input(x).double(), g.detach(), b.detach(), None, None, True, momentum, eps)
     return {
@@ -95,6 +102,8 @@ def batch_norm_case(rng, n, h, w, c, eps, momentum, offset):
         "y": as_output(y), "dx": as_output(xt.grad), "dgamma": g.grad.numpy(),
         "dbeta": b.grad.numpy(), "save_mean": save_mean.numpy(),
         "save_invstd": save_invstd.numpy(), "running_mean": rm.numpy(), "running_var": rv.numpy(),
+        "eval_y": as_output(ye), "eval_dx": as_output(xe.grad), "eval_dgamma": ge.grad.numpy(),
+        "eval_dbeta": be.grad.numpy(),
     }
 
 
