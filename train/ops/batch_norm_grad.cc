@@ -145,15 +145,17 @@ void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const 
 
 namespace {
 
-// PyTorch's eval-mode coefficients, in float: inv_std = 1 / sqrt(var + eps), a = inv_std *
-// gamma, b = beta - mean * a.
+// Eval-mode coefficients as quant/graph's interpreter, the FP32 engine and FoldBatchNorm compute
+// them: inv_std = 1 / sqrt(var + eps) and alpha = gamma * inv_std in double, alpha and
+// shift = beta - mean * alpha each rounded once to float.
 void EvalCoefficients(size_t channels, const float* gamma, const float* beta,
                       const float* running_mean, const float* running_var, float eps,
-                      float* inv_std, float* a, float* b) {
+                      double* inv_std, float* alpha, float* shift) {
   for (size_t c = 0; c < channels; ++c) {
-    inv_std[c] = 1.0f / std::sqrt(running_var[c] + eps);
-    a[c] = inv_std[c] * gamma[c];
-    if (b != nullptr) b[c] = beta[c] - running_mean[c] * a[c];
+    inv_std[c] = 1.0 / std::sqrt(static_cast<double>(running_var[c]) + eps);
+    const double a = gamma[c] * inv_std[c];
+    alpha[c] = static_cast<float>(a);
+    if (shift != nullptr) shift[c] = static_cast<float>(beta[c] - running_mean[c] * a);
   }
 }
 
@@ -162,7 +164,8 @@ void EvalCoefficients(size_t channels, const float* gamma, const float* beta,
 void BatchNormEvalForward(size_t rows, size_t channels, const float* x, const float* gamma,
                           const float* beta, const float* running_mean, const float* running_var,
                           float eps, float* y, pthreadpool_t pool) {
-  std::vector<float> inv_std(channels), a(channels), b(channels);
+  std::vector<double> inv_std(channels);
+  std::vector<float> a(channels), b(channels);
   EvalCoefficients(channels, gamma, beta, running_mean, running_var, eps, inv_std.data(), a.data(),
                    b.data());
   kernels::Fp32ChannelAffine(x, rows, channels, a.data(), b.data(), /*relu=*/false, y, pool);
@@ -172,7 +175,8 @@ void BatchNormEvalBackward(size_t rows, size_t channels, const float* x, const f
                            const float* running_mean, const float* running_var, float eps,
                            const float* dy, float* dx, float* dgamma, float* dbeta,
                            pthreadpool_t pool) {
-  std::vector<float> inv_std(channels), a(channels);
+  std::vector<double> inv_std(channels);
+  std::vector<float> a(channels);
   EvalCoefficients(channels, gamma, /*beta=*/nullptr, running_mean, running_var, eps,
                    inv_std.data(), a.data(), /*b=*/nullptr);
   std::vector<double> center(running_mean, running_mean + channels);

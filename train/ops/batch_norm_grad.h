@@ -48,11 +48,11 @@ void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const 
 
 // Eval mode (running statistics, no batch stats; used after BN statistics are frozen): y = x *
 // a + b with a = gamma * inv_std(running_var), b = beta - running_mean * a; backward gives dx,
-// dgamma, dbeta (running stats are constants). inv_std = 1.0f / sqrtf(running_var + eps) and a
-// in float as PyTorch's CPU kernel computes them; b and y unfused (y by kernels::Fp32ChannelAffine,
-// as qlab's FP32 engine evaluates an unfolded batch norm, so a model trained here and run there
-// gives the same eval outputs). PyTorch's x86 build contracts b = fma(-mean, a, beta) and
-// y = fma(x, a, b) (measured), so y differs from PyTorch's float32 result in the last bit or two.
+// dgamma, dbeta (running stats are constants). a and b are computed in double and rounded once
+// to float, and y = x * a + b unfused (kernels::Fp32ChannelAffine), exactly as quant/graph's
+// interpreter and the FP32 engine evaluate an unfolded batch norm. (PyTorch's x86 build computes
+// a in float and fuses b = fma(-mean, a, beta) and y = fma(x, a, b): its float32 y differs from
+// this one in the last bit or two; batch_norm_grad_test compares with PyTorch in float64.)
 void BatchNormEvalForward(size_t rows, size_t channels, const float* x, const float* gamma,
                           const float* beta, const float* running_mean, const float* running_var,
                           float eps, float* y, pthreadpool_t pool);

@@ -289,12 +289,12 @@ struct EvalExact {
   std::vector<double> y, dx, dgamma, dbeta;
 };
 
-// Runs the float eval-mode kernels and checks them against `exact`:
-//   a = (1 / sqrt(var + eps)) * gamma in float: 4 roundings (add, sqrt, divide, multiply), so a
-//   errs by <= 4u |a|; b = beta - mean * a: 2 more roundings and a's error times |mean|;
-//   y = x * a + b: 2 more. With M = |a| (|x| + |mean|) + |beta| bounding every term: 8u M.
-//   dx = dy * a: 5u |dy a|. dgamma = sum dy (x - mean) inv_std_f in double: inv_std_f's 3
-//   roundings and the final one: 4u sum|dy (x - mean) inv_std|, doubled. dbeta: 2u sum|dy|.
+// Runs the float eval-mode kernels and checks them against `exact`. a = gamma inv_std and
+// b = beta - mean a are double values rounded once (a: u |a|; b: u |b| plus |mean| times a's
+// error); y = x * a + b adds 2 roundings: with M = |a| (|x| + |mean|) + |beta| bounding every
+// term, 4u M, doubled for slack: 8u M. dx = dy * a: a's rounding and the product's, 2u |dy a|,
+// taken as 5u. dgamma = float(double sum dy (x - mean) inv_std): one rounding plus double
+// error: u sum|dy (x - mean) inv_std|, taken as 8u. dbeta: 2u sum|dy|.
 double CheckEvalKernel(const std::string& what, size_t rows, size_t channels,
                        const std::vector<float>& x, const std::vector<float>& gamma,
                        const std::vector<float>& beta, const std::vector<float>& mean,
