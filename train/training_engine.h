@@ -1,0 +1,158 @@
+// TrainingEngine: reverse-mode differentiation over a quant/graph Graph, for FP32 training and
+// quantization-aware training (QAT) of qlab's models on the fast fp32 kernels.
+//
+// Create() walks the graph once in topological order and records one step per compute node;
+// ForwardBackward() runs the steps forward in training mode (batch-norm batch statistics and
+// running-stat updates, observers fed), evaluates the softmax cross-entropy of the logits, and
+// runs the steps backward, leaving every trainable parameter's gradient in its buffer for the
+// optimizer (train/optim/sgd.h). Activations live in NHWC inside the engine (the kernels' layout);
+// parameters keep PyTorch's layout (OIHW, [out, in], [C]), so their names, shapes and gradients
+// are the state_dict's.
+//
+// QAT. CreateQat() takes a model prepared by PrepareQat (quant/prepare.h): its kFakeQuantize
+// nodes quantize-dequantize with their slot's current parameters, gradients pass by the
+// straight-through estimator (zero outside the clip range, as PyTorch), and, in LSQ mode, each
+// slot's scale (and zero point for affine schemes) becomes a trained parameter with LSQ's
+// gradient scale 1 / sqrt(numel * quant_max). A convolution whose fake-quantized weight feeds a
+// batch norm is trained as PyTorch's QAT ConvBn modules do (torch/ao/nn/intrinsic/qat/modules/
+// conv_fused.py, _forward_approximate): the weight is scaled by gamma / sqrt(running_var + eps)
+// before fake quantization, the convolution output divided back, and the batch norm applied
+// after in training mode, so the quantized weights are the ones convert will fold. Batch-norm
+// statistics and observers can be frozen after some steps (FreezeBatchNormStatistics,
+// FreezeObservers). WriteBackQat() then puts the trained weights into the prepared model with
+// the batch norms folded, ready for Convert and the int8 engine (the same path as PTQ).
+//
+// Determinism: for a given graph, batch and seed the results do not depend on the thread count
+// (every kernel used reduces in a fixed order).
+//
+//   QLAB_ASSIGN_OR_RETURN(auto engine, TrainingEngine::Create(model, {.threads = 2}));
+//   QLAB_ASSIGN_OR_RETURN(Sgd sgd, Sgd::Create(...));
+//   for (TrainableParameter& p : engine->parameters()) sgd.AddParameter(p.name, p.value, ...);
+//   QLAB_ASSIGN_OR_RETURN(StepStats s, engine->ForwardBackward(batch.images, batch.labels));
+//   sgd.Step(engine->pool());
+#ifndef QLAB_TRAIN_TRAINING_ENGINE_H_
+#define QLAB_TRAIN_TRAINING_ENGINE_H_
+
+#include <pthreadpool.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/tensor.h"
+#include "quant/graph/graph.h"
+#include "quant/prepare.h"
+
+namespace qlab::train {
+
+struct TrainingEngineOptions {
+  int threads = 2;
+  // PyTorch's CrossEntropyLoss(label_smoothing=...).
+  float label_smoothing = 0.0f;
+};
+
+struct QatOptions {
+  // Learned step size (Esser et al., 2020): slot scales become trained parameters initialized
+  // from the slot's current parameters (calibrate first). Otherwise the scales follow the
+  // observers (PyTorch's default QAT: moving-average min/max).
+  bool lsq = false;
+};
+
+// A trained tensor: a model parameter (state_dict name and PyTorch shape) or an LSQ scale
+// ("<slot name>.scale", "<slot name>.zero_point"). value/grad point into the engine and stay
+// valid for its lifetime.
+struct TrainableParameter {
+  std::string name;
+  Shape shape;
+  float* value = nullptr;
+  const float* grad = nullptr;
+  size_t size = 0;
+  // Conv/linear weights: the tensors weight decay usually applies to (not biases, batch-norm
+  // affine parameters or quantization scales).
+  bool is_weight = false;
+};
+
+struct StepStats {
+  double loss = 0.0;    // mean cross-entropy over the batch
+  int64_t correct = 0;  // top-1 hits in the batch
+  int64_t count = 0;    // batch size
+};
+
+class TrainingEngine {
+ public:
+  // FP32 training of a float graph (as models/resnet.h builds it: one NCHW image input, one
+  // [N, classes] logits output, eval-mode batch-norm nodes that the engine runs in training mode).
+  // InvalidArgument naming the node for an op or attribute the engine cannot differentiate.
+  static absl::StatusOr<std::unique_ptr<TrainingEngine>> Create(
+      const Graph& graph, const TrainingEngineOptions& options);
+  // QAT of `prepared` (PrepareQat's output, not owned, must outlive the engine): fake-quantize
+  // nodes read and feed its slots.
+  static absl::StatusOr<std::unique_ptr<TrainingEngine>> CreateQat(
+      PreparedModel* prepared, const TrainingEngineOptions& options, const QatOptions& qat);
+
+  ~TrainingEngine();
+  TrainingEngine(const TrainingEngine&) = delete;
+  TrainingEngine& operator=(const TrainingEngine&) = delete;
+
+  // One training step's forward and backward on `images` (float32 NCHW [N, C, H, W], the
+  // graph's input shape but any N >= 1) with `labels` (N class indices): gradients of the mean
+  // loss are left in the parameters' grad buffers (overwritten, not accumulated). Updates
+  // batch-norm running statistics (unless frozen) and feeds observers (unless frozen).
+  // InvalidArgument for a wrong shape, a label out of range or a non-finite loss.
+  absl::StatusOr<StepStats> ForwardBackward(const Tensor& images, absl::Span<const int> labels);
+
+  // Evaluation-mode forward (running statistics, observers not fed): logits [N, classes].
+  absl::StatusOr<Tensor> Predict(const Tensor& images);
+
+  // QAT calibration: an evaluation-mode forward (running statistics) that feeds the observers,
+  // to give them ranges before training (and LSQ its initial scales).
+  absl::Status Calibrate(const Tensor& images);
+  // LSQ: turns every fake-quantized slot's current parameters (from its calibrated observer) into
+  // trained scale (and, for affine schemes, zero-point) parameters, appended to parameters().
+  // Call after Calibrate and before handing parameters() to the optimizer. FailedPrecondition
+  // naming the slot when an observer has seen nothing; a no-op outside LSQ mode or when done.
+  absl::Status InitializeLearnedScales();
+
+  std::vector<TrainableParameter>& parameters() { return trainable_; }
+  pthreadpool_t pool() const;
+
+  // Batch norms use their running statistics from now on and stop updating them (PyTorch's
+  // freeze_bn_stats / model.apply(torch.nn.intrinsic.qat.freeze_bn_stats)).
+  void FreezeBatchNormStatistics();
+  // Observers stop being fed (torch.ao.quantization.disable_observer).
+  void FreezeObservers();
+  bool batch_norm_frozen() const { return batch_norm_frozen_; }
+
+  // Every parameter and batch-norm running statistic by state_dict name (copies), and LSQ
+  // scales by their names: a checkpoint's model part.
+  std::map<std::string, Tensor> StateDict() const;
+  // Restores what StateDict() returned (resume). InvalidArgument naming a missing tensor or a
+  // shape mismatch; tensors the engine does not know are an error too.
+  absl::Status LoadStateDict(const std::map<std::string, Tensor>& state);
+
+  // FP32: the input graph with every parameter replaced by its trained value (running
+  // statistics included), ready for evaluation, PTQ or export.
+  absl::StatusOr<Graph> TrainedGraph() const;
+
+  // QAT: writes the trained parameters into the prepared model's graph, folds each QAT
+  // conv -> batch_norm pair into the convolution (weight * gamma / sqrt(running_var + eps), bias
+  // as FoldBatchNorm), re-observes the folded weights when the slots follow observers, and in
+  // LSQ mode pins every slot to its learned parameters. Afterwards Convert(prepared) gives the
+  // Q/DQ reference model of the trained network. The engine must not be used after this.
+  absl::Status WriteBackQat();
+
+ private:
+  struct Impl;
+  TrainingEngine();
+  std::unique_ptr<Impl> impl_;
+  std::vector<TrainableParameter> trainable_;
+  bool batch_norm_frozen_ = false;
+};
+
+}  // namespace qlab::train
+
+#endif  // QLAB_TRAIN_TRAINING_ENGINE_H_
