@@ -5,6 +5,8 @@
 // engine. Writes <out>/record.json (the PTQ record's fields plus the training curve), log.csv and
 // a checkpoint per epoch; --resume=<out> continues an interrupted run from its latest checkpoint.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -14,6 +16,7 @@
 #include "experiments/qat.h"
 #include "experiments/recipe_flags.h"
 #include "experiments/record_io.h"
+#include "experiments/training_report.h"
 #include "models/data/data_root.h"
 #include "train/optim/checkpoint.h"
 
@@ -41,6 +44,15 @@ ABSL_FLAG(std::string, resume, "",
 
 namespace qlab::experiments {
 namespace {
+
+// <run_dir>/report.html: the record and the curves of log.csv.
+absl::Status WriteReport(const std::string& run_dir, const nlohmann::json& record) {
+  std::ifstream in(absl::StrCat(run_dir, "/log.csv"));
+  std::stringstream log;
+  log << in.rdbuf();
+  QLAB_ASSIGN_OR_RETURN(const std::string html, RenderTrainingReport(record, log.str()));
+  return WriteTextFile(absl::StrCat(run_dir, "/report.html"), html, /*overwrite=*/false);
+}
 
 absl::Status Main() {
   QatConfig c;
@@ -72,6 +84,7 @@ absl::Status Main() {
   QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunQat(c));
   const std::string path = absl::StrCat(c.run_dir, "/record.json");
   QLAB_RETURN_IF_ERROR(WriteJsonFile(path, record, /*overwrite=*/false));
+  QLAB_RETURN_IF_ERROR(WriteReport(c.run_dir, record));
   const nlohmann::json& r = record["results"];
   std::printf(
       "%s  %s W%dA%d%s  fp32 %.2f %%  PTQ %.2f %%  QAT fake-quant %.2f %%  int8 %.2f %%  -> %s\n",

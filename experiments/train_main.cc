@@ -6,6 +6,8 @@
 // checkpoint-epoch-<N>.safetensors (a state dict every qlab loader reads: --weights of
 // //experiments:qat and //experiments:ptq); --resume=<out> continues an interrupted run.
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -15,6 +17,7 @@
 #include "experiments/qat.h"
 #include "experiments/recipe_flags.h"
 #include "experiments/record_io.h"
+#include "experiments/training_report.h"
 #include "models/data/data_root.h"
 #include "train/optim/checkpoint.h"
 
@@ -29,6 +32,15 @@ ABSL_FLAG(std::string, resume, "",
 
 namespace qlab::experiments {
 namespace {
+
+// <run_dir>/report.html: the record and the curves of log.csv.
+absl::Status WriteReport(const std::string& run_dir, const nlohmann::json& record) {
+  std::ifstream in(absl::StrCat(run_dir, "/log.csv"));
+  std::stringstream log;
+  log << in.rdbuf();
+  QLAB_ASSIGN_OR_RETURN(const std::string html, RenderTrainingReport(record, log.str()));
+  return WriteTextFile(absl::StrCat(run_dir, "/report.html"), html, /*overwrite=*/false);
+}
 
 absl::Status Main() {
   TrainConfig c;
@@ -48,6 +60,7 @@ absl::Status Main() {
   QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunTrain(c));
   const std::string path = absl::StrCat(c.run_dir, "/record.json");
   QLAB_RETURN_IF_ERROR(WriteJsonFile(path, record, /*overwrite=*/false));
+  QLAB_RETURN_IF_ERROR(WriteReport(c.run_dir, record));
   std::printf("%s  %d epochs  test %.2f %%  %.0f img/s  -> %s\n", c.model.c_str(), c.recipe.epochs,
               100 * record["results"]["test_top1"].get<double>(),
               record["training"]["images_per_second"].get<double>(), path.c_str());
