@@ -34,7 +34,7 @@ struct RowTile {
 
 // Output pixels per block: 512 pixels of 64 channels are 128 KiB of dy, and the input rows they
 // read about as much; both stay in L2 (2 MiB per core here) while the block's tiles run.
-inline constexpr size_t kBlockPixels = 256;
+inline constexpr size_t kBlockPixels = 512;
 
 // Unrolls the tiles' constant-trip loops so that the accumulators live in registers.
 #define QLAB_DW_UNROLL _Pragma("GCC unroll 32")

@@ -1,6 +1,7 @@
 // Conv2d / Linear forward and backward for training (gemm_layers.h) on kernels/fp32's GEMM:
-// weight packing into reusable scratch, the im2col / col2im glue around Fp32Gemm and
-// Fp32Conv2dNhwc, and the fixed-order reductions (dbias, dw chunks).
+// parallel weight packing into reusable scratch, the col2im glue around Fp32Gemm and
+// Fp32Conv2dNhwc, the set-up of conv_filter_grad's dw kernel (padded input, tap offsets, OIHW
+// reorder) and the fixed-order dbias sums.
 
 #include "train/gemm_layers/gemm_layers.h"
 
@@ -46,8 +47,8 @@ constexpr size_t kColumnChunkFloats = size_t{4} << 20;
 struct GemmLayerScratch::Buffers {
   Fp32PackedWeights packed;    // B of the GEMM or convolution being run
   GrowingFloats weights;       // weights reordered before packing (OHWI, flipped)
-  GrowingFloats columns;       // dcol chunks (strided dx), packed im2col chunks (dw)
-  GrowingFloats transposed;    // dy^T (dw of conv and linear)
+  GrowingFloats columns;       // dcol chunks (dx of strided convs)
+  GrowingFloats transposed;    // dy^T (dw of linear layers)
   GrowingFloats dw_taps;       // dw in [(kh, kw, ic)][out_c (rounded up to 16)] order
   GrowingFloats padded_input;  // x with its zero padding materialized (dw)
   GrowingFloats padded_dy;     // dy with rows rounded up to 16 channels (dw)

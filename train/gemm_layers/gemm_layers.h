@@ -13,8 +13,9 @@
 //                  (Fp32Conv2dNhwc, padding dilation * (k - 1) - pad): no im2col, no scatter.
 //   dx, stride > 1 dcol[M][K] = dy[M][out_c] x W[out_c][K] (Fp32Gemm), then col2im, gathered:
 //                  each dx element adds its taps' dcol entries in tap order. Chunked by image.
-//   dw             a dedicated accumulation dW[o][(kh, kw, ic)] += dy[m][o] * x[pixel(m, tap)][ic]
-//                  over m in increasing order (see gemm_layers.cc).
+//   dw             conv_filter_grad.h's Highway kernel on the zero-padded input: register tiles
+//                  of (kh, kw, ic) rows x output-channel vectors accumulate x * dy over the
+//                  output pixels in increasing order (no im2col); then reordered to OIHW.
 //   dbias          column sums of dy, m in increasing order.
 //   Linear         Fp32Gemm for y and dx; dw = dy^T x via the same GEMM with x packed.
 //
