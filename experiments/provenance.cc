@@ -58,16 +58,16 @@ std::string BazelRunWorkspace() {
 
 Provenance CollectProvenance(const std::string& workspace) {
   Provenance p;
-  const std::string root = workspace.empty() ? BazelRunWorkspace() : workspace;
-  if (!root.empty()) {
-    const std::string git = "git -C " + ShellQuote(root);
-    const std::string commit(
-        absl::StripAsciiWhitespace(CommandOutput(git + " rev-parse HEAD 2>/dev/null")));
-    if (commit.size() == 40) {
-      p.git_commit = commit;
-      p.git_dirty =
-          !CommandOutput(git + " status --porcelain --untracked-files=no 2>/dev/null").empty();
-    }
+  std::string root = workspace.empty() ? BazelRunWorkspace() : workspace;
+  // Run outside `bazel run` (bazel-bin/experiments/... from the workspace): the current folder.
+  if (root.empty()) root = ".";
+  const std::string git = "git -C " + ShellQuote(root);
+  const std::string commit(
+      absl::StripAsciiWhitespace(CommandOutput(git + " rev-parse HEAD 2>/dev/null")));
+  if (commit.size() == 40) {
+    p.git_commit = commit;
+    p.git_dirty =
+        !CommandOutput(git + " status --porcelain --untracked-files=no 2>/dev/null").empty();
   }
   p.cpu_model = CpuModel();
   p.cpu_cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));

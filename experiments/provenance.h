@@ -25,8 +25,8 @@ struct Provenance {
   nlohmann::json ToJson() const;
 };
 
-// `workspace` empty: BUILD_WORKSPACE_DIRECTORY when set. Never fails: what cannot be read is
-// "unknown".
+// `workspace` empty: BUILD_WORKSPACE_DIRECTORY when set, else the current folder (a binary run
+// from bazel-bin inside the workspace). Never fails: what cannot be read is "unknown".
 Provenance CollectProvenance(const std::string& workspace = "");
 
 // The workspace root a `bazel run` binary was started from, or "" outside `bazel run`.
