@@ -82,6 +82,8 @@ struct Step {
   int fused_bn_step = -1;
   std::vector<float> bn_scale;  // gamma / running_std of the last forward
   Tensor conv_out;              // conv(x, w_q) before the division by bn_scale
+  Tensor conv_out_grad;         // its gradient
+  Tensor weight_grad;           // d(effective weight), before the STE and the BN scale
   // Batch norm.
   int gamma = -1, beta = -1, running_mean = -1, running_var = -1;
   float eps = 1e-5f, momentum = 0.1f;
@@ -417,6 +419,12 @@ struct TrainingEngine::Impl {
       if (step.fused_bn_step >= 0 && step.conv_out.numel() != static_cast<int64_t>(out.size())) {
         QLAB_ASSIGN_OR_RETURN(step.conv_out,
                               Tensor::Create(DType::kFloat32, {static_cast<int64_t>(out.size())}));
+        QLAB_ASSIGN_OR_RETURN(step.conv_out_grad,
+                              Tensor::Create(DType::kFloat32, {static_cast<int64_t>(out.size())}));
+      }
+      if (step.weight >= 0 && step.weight_grad.numel() == 0) {
+        QLAB_ASSIGN_OR_RETURN(step.weight_grad,
+                              Tensor::Create(DType::kFloat32, params[step.weight].shape));
       }
     }
     return absl::OkStatus();
@@ -670,14 +678,12 @@ struct TrainingEngine::Impl {
       const size_t n = out.size();
       switch (step.op) {
         case OpKind::kConv2d: {
-          Param& w = params[step.weight];
-          QLAB_ASSIGN_OR_RETURN(Tensor dweight, Tensor::Create(DType::kFloat32, w.shape));
           const float* dconv = dy;
           float* dbias = step.bias >= 0 ? params[step.bias].g() : nullptr;
           if (step.fused_bn_step >= 0) {
             // y = z / s + b: dz = dy / s, ds[c] = -sum dy * z / s^2 -> dgamma[c] += ds / std.
             const size_t c = step.conv.out_channels;
-            float* dz = grad_scratch.data<float>();
+            float* dz = step.conv_out_grad.data<float>();
             const float* z = step.conv_out.data<float>();
             std::vector<double> ds(c, 0.0), db(c, 0.0);
             for (size_t r = 0; r < out.rows(); ++r) {
@@ -697,53 +703,34 @@ struct TrainingEngine::Impl {
               if (dbias != nullptr) dbias[ch] = static_cast<float>(db[ch]);
             }
             dbias = nullptr;
-            // dz lives in grad_scratch: copy it out before EmitGrad may need the scratch.
-            QLAB_ASSIGN_OR_RETURN(Tensor dz_copy,
-                                  Tensor::Create(DType::kFloat32, {static_cast<int64_t>(n)}));
-            std::memcpy(dz_copy.data<float>(), dz, n * sizeof(float));
-            float* dx = nullptr;
-            Tensor dx_tmp;
-            if (in.needs_grad) {
-              QLAB_ASSIGN_OR_RETURN(
-                  dx_tmp, Tensor::Create(DType::kFloat32, {static_cast<int64_t>(in.size())}));
-              dx = dx_tmp.data<float>();
-            }
-            ConvBackward(step.conv, x, step.effective_weight.data<float>(), dz_copy.data<float>(),
-                         dx, dweight.data<float>(), nullptr, gemm_scratch, pool);
-            if (dx != nullptr) {
-              EmitGrad(x_id, [&](float* dst) { std::memcpy(dst, dx, in.size() * sizeof(float)); });
-            }
-            LayerWeightBackward(step, dweight.data<float>());
-            break;
+            dconv = dz;
           }
           const float* weff = step.effective_weight.data<float>();
+          float* dweight = step.weight_grad.data<float>();
           if (in.needs_grad) {
             EmitGrad(x_id, [&](float* dst) {
-              ConvBackward(step.conv, x, weff, dconv, dst, dweight.data<float>(), dbias,
-                           gemm_scratch, pool);
+              ConvBackward(step.conv, x, weff, dconv, dst, dweight, dbias, gemm_scratch, pool);
             });
           } else {
-            ConvBackward(step.conv, x, weff, dconv, nullptr, dweight.data<float>(), dbias,
-                         gemm_scratch, pool);
+            ConvBackward(step.conv, x, weff, dconv, nullptr, dweight, dbias, gemm_scratch, pool);
           }
-          LayerWeightBackward(step, dweight.data<float>());
+          LayerWeightBackward(step, dweight);
           break;
         }
         case OpKind::kLinear: {
-          Param& w = params[step.weight];
-          QLAB_ASSIGN_OR_RETURN(Tensor dweight, Tensor::Create(DType::kFloat32, w.shape));
+          float* dweight = step.weight_grad.data<float>();
           float* dbias = step.bias >= 0 ? params[step.bias].g() : nullptr;
           const float* weff = step.effective_weight.data<float>();
           auto run = [&](float* dx) {
-            LinearBackward(out.n, in.per_sample(), out.c, x, weff, dy, dx, dweight.data<float>(),
-                           dbias, gemm_scratch, pool);
+            LinearBackward(out.n, in.per_sample(), out.c, x, weff, dy, dx, dweight, dbias,
+                           gemm_scratch, pool);
           };
           if (in.needs_grad) {
             EmitGrad(x_id, run);
           } else {
             run(nullptr);
           }
-          LayerWeightBackward(step, dweight.data<float>());
+          LayerWeightBackward(step, dweight);
           break;
         }
         case OpKind::kBatchNorm: {
@@ -880,6 +867,9 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
 
 namespace {
 
+// The smallest scale LSQ trains with: an optimizer step can push a scale to or below zero.
+constexpr float kMinLsqScale = 1e-8f;
+
 // The slot's integer range.
 std::pair<int32_t, int32_t> SlotRange(const PreparedModel& prepared, int slot) {
   const auto& spec = std::get<QuantizationSpec>(prepared.slots()[slot].spec);
@@ -892,7 +882,7 @@ absl::Status TrainingEngine::Impl::LsqForwardStep(FakeQuant& fq, const float* x,
                                                   size_t channels, float* y) {
   Param& scale = params[fq.lsq_scale];
   // SGD may push a scale to zero or below; LSQ needs it positive.
-  for (size_t c = 0; c < scale.size(); ++c) scale.v()[c] = std::max(scale.v()[c], 1e-8f);
+  for (size_t c = 0; c < scale.size(); ++c) scale.v()[c] = std::max(scale.v()[c], kMinLsqScale);
   const auto [qmin, qmax] = SlotRange(*prepared, fq.slot);
   LsqParams p{scale.v(), params[fq.lsq_zero_point].v(), qmin, qmax, 0.0f};
   if (scale.size() == 1) {
@@ -1102,7 +1092,8 @@ absl::Status TrainingEngine::WriteBackQat() {
       const Param& scale = impl.params[(*fq)->lsq_scale];
       const Param& zero_point = impl.params[(*fq)->lsq_zero_point];
       for (size_t c = 0; c < q.scales.size(); ++c) {
-        q.scales[c] = scale.value.data<float>()[c];
+        // The forward's clamp (an optimizer step may have pushed a scale to <= 0 since).
+        q.scales[c] = std::max(scale.value.data<float>()[c], kMinLsqScale);
         q.zero_points[c] =
             LsqForwardZeroPoint(zero_point.value.data<float>()[c], q.quant_min, q.quant_max);
       }

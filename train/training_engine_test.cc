@@ -4,6 +4,7 @@
 // error handling.
 #include "train/training_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -325,6 +326,77 @@ TEST(TrainingEngineQatTest, FewStepsLowerTheLossAndMoveTheScales) {
     if (q->scales[0] != first_scales[k++]) ++moved;
   }
   EXPECT_GT(moved, 0);
+}
+
+}  // namespace
+}  // namespace qlab::train
+
+namespace qlab::train {
+namespace {
+
+// LSQ (x86's 8-bit formats): calibrate, turn the calibrated parameters into trained scales, take a
+// few steps (loss falls, scales move), write back (the slots return the learned scales) and
+// convert.
+TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
+  const Graph model = MakeModel("resnet20", 8, 12);
+  auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
+  ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+  (*quantizer)->set_qat(true);
+  auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  QatOptions lsq;
+  lsq.lsq = true;
+  auto engine = TrainingEngine::CreateQat(&*prepared, {}, lsq);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const Tensor images = RandomImages(16, 8, 41);
+  const std::vector<int> labels = RandomLabels(16, 10, 42);
+  // Training before the scales exist is refused.
+  EXPECT_EQ((*engine)->ForwardBackward(images, labels).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*engine)->Calibrate(images).ok());
+  const size_t before = (*engine)->parameters().size();
+  ASSERT_TRUE((*engine)->InitializeLearnedScales().ok());
+  std::map<std::string, std::vector<float>> initial;
+  for (const TrainableParameter& p : (*engine)->parameters()) {
+    if (absl::EndsWith(p.name, ".scale")) initial[p.name].assign(p.value, p.value + p.size);
+  }
+  EXPECT_GT((*engine)->parameters().size(), before);
+  ASSERT_FALSE(initial.empty());
+  double first_loss = 0, last_loss = 0;
+  for (int step = 0; step < 12; ++step) {
+    auto stats = (*engine)->ForwardBackward(images, labels);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (step == 0) first_loss = stats->loss;
+    last_loss = stats->loss;
+    for (TrainableParameter& p : (*engine)->parameters()) {
+      for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
+    }
+  }
+  EXPECT_LT(last_loss, 0.8 * first_loss);
+  int moved = 0;
+  float learned_scale = 0;
+  std::string learned_name;
+  for (const TrainableParameter& p : (*engine)->parameters()) {
+    auto it = initial.find(p.name);
+    if (it == initial.end()) continue;
+    if (!std::equal(it->second.begin(), it->second.end(), p.value)) ++moved;
+    if (p.size == 1) {
+      learned_scale = p.value[0];
+      learned_name = p.name;
+    }
+  }
+  EXPECT_GT(moved, 0);
+  ASSERT_FALSE(learned_name.empty());
+  const absl::Status written = (*engine)->WriteBackQat();
+  ASSERT_TRUE(written.ok()) << written;
+  // The slot of that fake-quantize node now reports the learned scale.
+  const std::string node = learned_name.substr(0, learned_name.size() - 6);
+  auto fq = prepared->graph().FindNode(node);
+  ASSERT_TRUE(fq.ok()) << fq.status();
+  auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->scales[0], learned_scale);
+  EXPECT_EQ(q->quant_max, 255);  // x86 activations: uint8
 }
 
 }  // namespace
