@@ -16,6 +16,7 @@
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/threadpool/pool_flags.h"
 #include "train/gemm_layers/gemm_layers.h"
 #include "train/ops/batch_norm_grad.h"
 #include "train/ops/cross_entropy.h"
@@ -137,7 +138,18 @@ struct TrainingEngine::Impl {
   bool lsq_initialized = false;
 
   ~Impl() {
-    if (pool != nullptr) pthreadpool_destroy(pool);
+    if (pool != nullptr) {
+      kernels::SetYieldingPool(pool, false);
+      pthreadpool_destroy(pool);
+    }
+  }
+
+  // Training is throughput work that runs for hours, often beside other jobs: the workers sleep
+  // between parallel calls instead of spinning (kernels/threadpool/pool_flags.h).
+  void CreatePool(int threads) {
+    if (threads <= 1) return;
+    pool = pthreadpool_create(threads);
+    kernels::SetYieldingPool(pool, true);
   }
 
   // --- Construction ----------------------------------------------------------------------------
@@ -937,7 +949,7 @@ absl::StatusOr<std::unique_ptr<TrainingEngine>> TrainingEngine::Create(
   impl.graph = graph;
   impl.options = options;
   QLAB_RETURN_IF_ERROR(impl.Build());
-  if (options.threads > 1) impl.pool = pthreadpool_create(options.threads);
+  impl.CreatePool(options.threads);
   impl.CollectTrainable(engine->trainable_);
   return engine;
 }
@@ -958,7 +970,7 @@ absl::StatusOr<std::unique_ptr<TrainingEngine>> TrainingEngine::CreateQat(
   impl.options = options;
   impl.qat = qat;
   QLAB_RETURN_IF_ERROR(impl.Build());
-  if (options.threads > 1) impl.pool = pthreadpool_create(options.threads);
+  impl.CreatePool(options.threads);
   impl.CollectTrainable(engine->trainable_);
   return engine;
 }

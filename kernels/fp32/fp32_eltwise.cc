@@ -1,10 +1,12 @@
 // Highway implementations of kernels/fp32/fp32_eltwise.h, compiled once per target (Highway's
 // skeleton: self-include through foreach_target.h, dispatch under HWY_ONCE).
 
+#include "kernels/fp32/fp32_eltwise.h"
+
 #include <algorithm>
 #include <cstddef>
 
-#include "kernels/fp32/fp32_eltwise.h"
+#include "kernels/threadpool/pool_flags.h"
 
 // Shared by every target (the exported function's parameter type must be one type).
 #ifndef QLAB_KERNELS_FP32_FP32_ELTWISE_CC_SHARED_
@@ -12,10 +14,10 @@
 namespace qlab::kernels::fp32_eltwise_internal {
 struct Fp32EltwiseTask {
   const float* a;
-  const float* b;       // add: second operand; affine: scale
-  const float* shift;   // affine only
-  size_t n;             // elements (affine: pixels * channels)
-  size_t channels;      // affine only
+  const float* b;      // add: second operand; affine: scale
+  const float* shift;  // affine only
+  size_t n;            // elements (affine: pixels * channels)
+  size_t channels;     // affine only
   bool relu;
   float* out;
 };
@@ -36,7 +38,6 @@ using fp32_eltwise_internal::Fp32EltwiseTask;
 
 // Elements per task: 64 KiB of each operand, large enough that scheduling costs nothing.
 constexpr size_t kChunk = 16384;
-
 
 // Binary add (b != null) or ReLU (b == null) of elements [begin, end).
 void AddRange(const Fp32EltwiseTask& t, size_t begin, size_t end) {
@@ -102,9 +103,10 @@ void Fp32EltwiseDriver(const Fp32EltwiseTask& t, bool affine, pthreadpool_t pool
     const size_t pixels_per_chunk = std::max<size_t>(1, kChunk / task.channels);
     const size_t pixels = task.n / task.channels;
     pthreadpool_parallelize_1d(pool, &AffineChunk, &task,
-                               (pixels + pixels_per_chunk - 1) / pixels_per_chunk, 0);
+                               (pixels + pixels_per_chunk - 1) / pixels_per_chunk, PoolFlags(pool));
   } else {
-    pthreadpool_parallelize_1d(pool, &AddChunk, &task, (task.n + kChunk - 1) / kChunk, 0);
+    pthreadpool_parallelize_1d(pool, &AddChunk, &task, (task.n + kChunk - 1) / kChunk,
+                               PoolFlags(pool));
   }
 }
 
@@ -120,20 +122,22 @@ namespace qlab::kernels {
 HWY_EXPORT(Fp32EltwiseDriver);
 HWY_EXPORT(Fp32EltwiseChosenTarget);
 
-void Fp32Add(const float* a, const float* b, size_t n, bool relu, float* out,
-             pthreadpool_t pool) {
-  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)(fp32_eltwise_internal::Fp32EltwiseTask{a, b, nullptr, n, 0, relu, out}, false, pool);
+void Fp32Add(const float* a, const float* b, size_t n, bool relu, float* out, pthreadpool_t pool) {
+  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)
+  (fp32_eltwise_internal::Fp32EltwiseTask{a, b, nullptr, n, 0, relu, out}, false, pool);
 }
 
 void Fp32Relu(const float* x, size_t n, float* out, pthreadpool_t pool) {
-  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)(fp32_eltwise_internal::Fp32EltwiseTask{x, nullptr, nullptr, n, 0, true, out}, false, pool);
+  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)
+  (fp32_eltwise_internal::Fp32EltwiseTask{x, nullptr, nullptr, n, 0, true, out}, false, pool);
 }
 
 void Fp32ChannelAffine(const float* x, size_t pixels, size_t channels, const float* scale,
                        const float* shift, bool relu, float* out, pthreadpool_t pool) {
   if (channels == 0) return;
-  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)(
-      fp32_eltwise_internal::Fp32EltwiseTask{x, scale, shift, pixels * channels, channels, relu, out}, true, pool);
+  HWY_DYNAMIC_DISPATCH(Fp32EltwiseDriver)
+  (fp32_eltwise_internal::Fp32EltwiseTask{x, scale, shift, pixels * channels, channels, relu, out},
+   true, pool);
 }
 
 const char* Fp32EltwiseTargetName() { return HWY_DYNAMIC_DISPATCH(Fp32EltwiseChosenTarget)(); }

@@ -17,13 +17,15 @@
 // ReLU) and stores. Its activations come as `segments` pointers per row, each to `segment_k`
 // contiguous floats (see fp32_gemm.h: one per filter tap for convolutions, one per row for GEMM).
 
+#include "kernels/fp32/fp32_gemm.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
 
-#include "kernels/fp32/fp32_gemm.h"
+#include "kernels/threadpool/pool_flags.h"
 
 // Plain helpers shared by every target: defined once, outside the per-target namespaces.
 #ifndef QLAB_KERNELS_FP32_FP32_GEMM_CC_SHARED_
@@ -79,8 +81,8 @@ inline void RowPointers(const Problem& p, size_t m0, size_t rows, const float** 
     const float** row = ptrs + r * p.segments;
     for (size_t kh = 0; kh < g.kernel_h; ++kh) {
       // Signed: a tap in the top/left padding has a negative input coordinate.
-      const int64_t ih = static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) -
-                         static_cast<int64_t>(g.pad_h);
+      const int64_t ih =
+          static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) - static_cast<int64_t>(g.pad_h);
       const bool row_inside = ih >= 0 && ih < static_cast<int64_t>(g.in_h);
       for (size_t kw = 0; kw < g.kernel_w; ++kw) {
         const int64_t iw = static_cast<int64_t>(ow * g.stride_w + kw * g.dilation_w) -
@@ -277,8 +279,8 @@ void GatherRows(const Problem& p, size_t m0, size_t rows, float* dst) {
     const float* image = p.input + m / (g.out_w * g.out_h) * g.in_h * g.in_w * c;
     for (size_t kh = 0; kh < g.kernel_h; ++kh) {
       float* out = dst + r * p.k + kh * row_len;
-      const int64_t ih = static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) -
-                         static_cast<int64_t>(g.pad_h);
+      const int64_t ih =
+          static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) - static_cast<int64_t>(g.pad_h);
       if (ih < 0 || ih >= static_cast<int64_t>(g.in_h)) {
         ZeroFloats(row_len, out);
         continue;
@@ -338,8 +340,7 @@ void Fp32GemmTask(void* context, size_t task) {
   const size_t end = std::min(p.panels, begin + s.chunk_panels);
   for (size_t p0 = begin; p0 < end;) {
     if (end - p0 >= kPanelsPerTile) {
-      TileUpToRows<kRowsPerTile, kPanelsPerTile>(rows, p, ptrs.data(), segments, segment_k, m0,
-                                                 p0);
+      TileUpToRows<kRowsPerTile, kPanelsPerTile>(rows, p, ptrs.data(), segments, segment_k, m0, p0);
       p0 += kPanelsPerTile;
     } else {
       TileUpToRows<kRowsPerTile, 1>(rows, p, ptrs.data(), segments, segment_k, m0, p0);
@@ -352,9 +353,10 @@ void Fp32GemmDriver(const Problem& p, pthreadpool_t pool) {
   if (p.m == 0) return;
   Fp32GemmSchedule schedule{&p, (p.m + kRowsPerTile - 1) / kRowsPerTile, ChunkPanels(p)};
   const size_t chunks = (p.panels + schedule.chunk_panels - 1) / schedule.chunk_panels;
-  // No flags: denormal handling must be the same on every thread (bit-identical results).
+  // Never PTHREADPOOL_FLAG_DISABLE_DENORMALS: denormal handling must be the same on every thread
+  // (bit-identical results). The wait policy is the pool owner's (pool_flags.h).
   pthreadpool_parallelize_1d(pool, &Fp32GemmTask, &schedule, chunks * schedule.row_tiles,
-                             /*flags=*/0);
+                             PoolFlags(pool));
 }
 
 // For benchmark labels and tests: the target this dispatch table resolved to.
@@ -389,8 +391,8 @@ float& PackedAt(Fp32PackedWeights& w, size_t kk, size_t col) {
   return w.data[(panel * w.k + kk) * kFp32PanelColumns + col % kFp32PanelColumns];
 }
 
-fp32_gemm_internal::Problem WithWeights(const Fp32PackedWeights& w, const Fp32Epilogue& e,
-                                        float* c, size_t ldc) {
+fp32_gemm_internal::Problem WithWeights(const Fp32PackedWeights& w, const Fp32Epilogue& e, float* c,
+                                        size_t ldc) {
   fp32_gemm_internal::Problem p;
   p.packed = w.data.data();
   p.bias = w.bias.data();
@@ -456,12 +458,11 @@ void Fp32Gemm(const float* a, size_t m, size_t lda, const Fp32PackedWeights& b,
   HWY_DYNAMIC_DISPATCH(Fp32GemmDriver)(p, pool);
 }
 
-void Fp32Conv2dNhwc(const Fp32ConvGeometry& g, const float* input,
-                    const Fp32PackedWeights& weights, const Fp32Epilogue& epilogue,
-                    float* output, pthreadpool_t pool) {
+void Fp32Conv2dNhwc(const Fp32ConvGeometry& g, const float* input, const Fp32PackedWeights& weights,
+                    const Fp32Epilogue& epilogue, float* output, pthreadpool_t pool) {
   const size_t m = g.batch * g.out_h * g.out_w;
-  const bool pointwise = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 &&
-                         g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  const bool pointwise = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                         g.pad_h == 0 && g.pad_w == 0;
   if (pointwise) {  // the NHWC input is already the GEMM's A
     Fp32Gemm(input, m, g.in_channels, weights, epilogue, output, weights.n, pool);
     return;

@@ -5,12 +5,14 @@
 // window walked pixel by pixel inside, then a scalar tail for channels % lanes. Rows of output
 // pixels are the unit of work handed to pthreadpool.
 
+#include "kernels/fp32/fp32_pool.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 
-#include "kernels/fp32/fp32_pool.h"
+#include "kernels/threadpool/pool_flags.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/fp32/fp32_pool.cc"
@@ -96,8 +98,8 @@ void PoolRow(void* context, size_t row) {
 void Fp32PoolDriver(const Fp32PoolGeometry& g, const float* input, float* output, bool max,
                     pthreadpool_t pool) {
   Fp32PoolTask task{&g, input, output};
-  pthreadpool_parallelize_1d(pool, max ? &PoolRow<true> : &PoolRow<false>, &task,
-                             g.batch * g.out_h, /*flags=*/0);
+  pthreadpool_parallelize_1d(pool, max ? &PoolRow<true> : &PoolRow<false>, &task, g.batch * g.out_h,
+                             PoolFlags(pool));
 }
 
 void Fp32GlobalAvgPoolImpl(size_t batch, size_t pixels, size_t channels, const float* input,
@@ -111,7 +113,8 @@ void Fp32GlobalAvgPoolImpl(size_t batch, size_t pixels, size_t channels, const f
     size_t ch = 0;
     for (; ch + lanes <= channels; ch += lanes) {
       auto acc = hn::Zero(d);
-      for (size_t p = 0; p < pixels; ++p) acc = hn::Add(acc, hn::LoadU(d, image + p * channels + ch));
+      for (size_t p = 0; p < pixels; ++p)
+        acc = hn::Add(acc, hn::LoadU(d, image + p * channels + ch));
       hn::StoreU(hn::Div(acc, hn::Set(d, count)), d, out + ch);
     }
     for (; ch < channels; ++ch) {

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <functional>
 
+#include "kernels/threadpool/pool_flags.h"
+
 namespace qlab::kernels {
 namespace {
 
@@ -34,7 +36,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     return;
   }
   pthreadpool_parallelize_1d(pool_, &CallItem, const_cast<std::function<void(size_t)>*>(&fn), n,
-                             /*flags=*/0);
+                             PoolFlags(pool_));
 }
 
 void ParallelFor(ThreadPool* pool, size_t n, const std::function<void(size_t)>& fn) {

@@ -21,6 +21,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/threadpool/pool_flags.h"
+
 #ifndef QLAB_TRAIN_GEMM_LAYERS_CONV_FILTER_GRAD_CC_SHARED_
 #define QLAB_TRAIN_GEMM_LAYERS_CONV_FILTER_GRAD_CC_SHARED_
 namespace qlab::train::conv_filter_grad_internal {
@@ -221,7 +223,7 @@ void ConvFilterGradDriver(const ConvFilterGradProblem& p, pthreadpool_t pool) {
   s.tasks = std::max<size_t>(1, pthreadpool_get_threads_count(pool));
   s.tasks = std::min(s.tasks, s.row_tile_count * s.col_tiles);
   s.block_rows = std::max<size_t>(1, kBlockPixels / p.out_w);
-  pthreadpool_parallelize_1d(pool, &DwTask, &s, s.tasks, /*flags=*/0);
+  pthreadpool_parallelize_1d(pool, &DwTask, &s, s.tasks, kernels::PoolFlags(pool));
 }
 
 }  // namespace HWY_NAMESPACE

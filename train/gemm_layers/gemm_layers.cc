@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/fp32/aligned_floats.h"
+#include "kernels/threadpool/pool_flags.h"
 #include "train/gemm_layers/conv_filter_grad.h"
 
 namespace qlab::train {
@@ -123,7 +124,7 @@ void PackPanels(Fp32PackedWeights& w, const Fill& fill, pthreadpool_t pool) {
         const Context& ctx = *static_cast<const Context*>(c);
         (*ctx.fill)(p, ctx.w->data.data() + p * ctx.w->k * kFp32PanelColumns);
       },
-      &context, w.panels, 0);
+      &context, w.panels, kernels::PoolFlags(pool));
 }
 
 // Columns of panel p that exist (the last panel may be partial).
@@ -179,7 +180,8 @@ void ColumnSumsTask(void* context, size_t task) {
 void SumColumns(const float* src, size_t rows, size_t cols, float* sums, pthreadpool_t pool) {
   ColumnSums s{src, rows, cols, sums};
   pthreadpool_parallelize_1d(pool, &ColumnSumsTask, &s,
-                             (cols + kSumColumnsPerTask - 1) / kSumColumnsPerTask, 0);
+                             (cols + kSumColumnsPerTask - 1) / kSumColumnsPerTask,
+                             kernels::PoolFlags(pool));
 }
 
 // dst[c][r] = src[r][c] for an R x C block (src row stride ld_src, dst row stride ld_dst).
@@ -280,7 +282,7 @@ void ConvBackwardDataGemm(const ConvLayerShape& shape, const float* w_oihw, cons
     kernels::Fp32Gemm(dy + n0 * image_pixels * oc, images * image_pixels, oc, packed,
                       Fp32Epilogue{}, dcol, k, pool);
     Col2im job{&g, dcol, n0, dx};
-    pthreadpool_parallelize_1d(pool, &Col2imRow, &job, images * g.in_h, 0);
+    pthreadpool_parallelize_1d(pool, &Col2imRow, &job, images * g.in_h, kernels::PoolFlags(pool));
   }
 }
 
@@ -385,7 +387,7 @@ void ConvBackwardFilter(const ConvLayerShape& shape, const float* x, const float
   if (g.pad_h > 0 || g.pad_w > 0) {
     float* padded = b.padded_input.Get(g.batch * p.x_h * p.x_w * c);
     PadInput job{&g, x, padded};
-    pthreadpool_parallelize_1d(pool, &PadInputRow, &job, g.batch * p.x_h, 0);
+    pthreadpool_parallelize_1d(pool, &PadInputRow, &job, g.batch * p.x_h, kernels::PoolFlags(pool));
     p.x = padded;
   }
   p.column_groups = (oc + kFp32PanelColumns - 1) / kFp32PanelColumns;
@@ -419,7 +421,8 @@ void ConvBackwardFilter(const ConvLayerShape& shape, const float* x, const float
   p.dwt = b.dw_taps.Get(k * ldw);
   ConvFilterGrad(p, pool);
   ReorderDw job{p.dwt, ldw, oc, c, taps, dw};
-  pthreadpool_parallelize_1d(pool, &ReorderDwBlock, &job, p.column_groups, 0);
+  pthreadpool_parallelize_1d(pool, &ReorderDwBlock, &job, p.column_groups,
+                             kernels::PoolFlags(pool));
 }
 
 }  // namespace

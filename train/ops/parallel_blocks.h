@@ -15,6 +15,8 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/threadpool/pool_flags.h"
+
 namespace qlab::train::internal {
 
 // Rows per block: large enough that scheduling and the per-block partial sums cost nothing next
@@ -43,7 +45,7 @@ void ParallelForRowBlocks(size_t rows, size_t rows_per_block, const Body& body,
         const size_t begin = block * c.rows_per_block;
         (*c.body)(begin, std::min(begin + c.rows_per_block, c.rows));
       },
-      &context, BlockCount(rows, rows_per_block), /*flags=*/0);
+      &context, BlockCount(rows, rows_per_block), kernels::PoolFlags(pool));
 }
 
 // sums[0, width) = the sum over blocks, in block order, of what accumulate(begin, end, partial)

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/check.h"
 #include "core/status_macros.h"
+#include "kernels/threadpool/pool_flags.h"
 
 namespace qlab::train {
 namespace {
@@ -163,7 +164,7 @@ void Sgd::Step(pthreadpool_t pool) {
                 t.use_momentum ? p.momentum_buffer.data() : nullptr, chunk.begin, chunk.end);
   };
   // pthreadpool runs everything on the caller when `pool` is null.
-  pthreadpool_parallelize_1d(pool, run_chunk, &task, chunks.size(), 0);
+  pthreadpool_parallelize_1d(pool, run_chunk, &task, chunks.size(), kernels::PoolFlags(pool));
 }
 
 std::map<std::string, std::vector<float>> Sgd::MomentumBuffers() const {
