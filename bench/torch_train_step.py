@@ -15,7 +15,8 @@ random-init weights. Two models are timed, each after `warmup` untimed steps:
 For each, the forward + loss alone (train mode, autograd recording, no backward) is timed too, so
 the forward share of the step can be compared with qlab's.
 Prints JSON: {"fp32_step_ms": [...], "fp32_forward_ms": [...], "qat_step_ms": [...],
-"qat_forward_ms": [...]} (every timed run).
+"qat_forward_ms": [...]} (every timed run). The benchmark runs this script under OpenMP's default
+and passive wait policies (OMP_WAIT_POLICY, read by libgomp when torch loads it).
 """
 import json
 import os
