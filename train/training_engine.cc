@@ -463,10 +463,10 @@ struct TrainingEngine::Impl {
     return prepared->SlotQParams(fq.slot);
   }
 
-  // y = fake_quant(x) (n elements; `channel_inner` > 0: per channel along the outermost axis of
-  // x with that many elements per channel), observing x first when training.
-  absl::Status FakeQuantForward(FakeQuant& fq, const Tensor& x_tensor, size_t n, size_t channels,
-                                bool observe, float* y) {
+  // y = fake_quant(x) over n elements (per channel along the outermost axis when the slot's
+  // parameters are per channel), observing x first when `observe`.
+  absl::Status FakeQuantForward(FakeQuant& fq, const Tensor& x_tensor, size_t n, bool observe,
+                                float* y) {
     const ObserverSlot& slot = prepared->slots()[fq.slot];
     const float* x = x_tensor.data<float>();
     if (observe && !observers_frozen && slot.observe && fq.lsq_scale < 0) {
@@ -478,7 +478,7 @@ struct TrainingEngine::Impl {
       std::fill(fq.mask.begin(), fq.mask.end(), uint8_t{1});
       return absl::OkStatus();
     }
-    if (fq.lsq_scale >= 0) return LsqForwardStep(fq, x, n, channels, y);
+    if (fq.lsq_scale >= 0) return LsqForwardStep(fq, x, n, y);
     QLAB_ASSIGN_OR_RETURN(const QuantParams q, CurrentQParams(fq));
     if (q.scales.size() == 1) {
       kernels::FakeQuantize(x, n, {q.scales[0], q.zero_points[0], q.quant_min, q.quant_max}, y,
@@ -492,9 +492,8 @@ struct TrainingEngine::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status LsqForwardStep(FakeQuant& fq, const float* x, size_t n, size_t channels, float* y);
-  void LsqBackwardStep(FakeQuant& fq, const float* x, const float* dy, size_t n, size_t channels,
-                       float* dx);
+  absl::Status LsqForwardStep(FakeQuant& fq, const float* x, size_t n, float* y);
+  void LsqBackwardStep(FakeQuant& fq, const float* x, const float* dy, size_t n, float* dx);
   absl::Status InitializeLsq();
 
   // --- Forward ---------------------------------------------------------------------------------
@@ -527,8 +526,8 @@ struct TrainingEngine::Impl {
       std::memcpy(step.effective_weight.data<float>(), source->data<float>(), size * sizeof(float));
       return absl::OkStatus();
     }
-    return FakeQuantForward(*step.weight_fq, *source, size, static_cast<size_t>(w.shape[0]),
-                            observe, step.effective_weight.data<float>());
+    return FakeQuantForward(*step.weight_fq, *source, size, observe,
+                            step.effective_weight.data<float>());
   }
 
   // training: batch-norm batch statistics (unless frozen) and saved state for backward;
@@ -622,7 +621,7 @@ struct TrainingEngine::Impl {
           ChannelPadForward(in.rows(), in.c, step.pad_before, step.pad_after, x, y);
           break;
         case OpKind::kFakeQuantize:
-          QLAB_RETURN_IF_ERROR(FakeQuantForward(*step.fq, in.value, n, 1, observe, y));
+          QLAB_RETURN_IF_ERROR(FakeQuantForward(*step.fq, in.value, n, observe, y));
           break;
         default:
           QLAB_CHECK_MSG(false, "op validated in Build");
@@ -641,8 +640,7 @@ struct TrainingEngine::Impl {
       FakeQuant& fq = *step.weight_fq;
       const float* source = step.fused_bn_step >= 0 ? step.scaled_weight.data<float>() : w.v();
       if (fq.lsq_scale >= 0) {
-        LsqBackwardStep(fq, source, dweight_effective, size, static_cast<size_t>(w.shape[0]),
-                        dweight_effective);
+        LsqBackwardStep(fq, source, dweight_effective, size, dweight_effective);
       } else {
         FakeQuantSteBackward(fq.mask.data(), dweight_effective, size, dweight_effective);
       }
@@ -806,7 +804,7 @@ struct TrainingEngine::Impl {
         case OpKind::kFakeQuantize:
           EmitGrad(x_id, [&](float* dx) {
             if (step.fq->lsq_scale >= 0) {
-              LsqBackwardStep(*step.fq, x, dy, n, 1, dx);
+              LsqBackwardStep(*step.fq, x, dy, n, dx);
             } else {
               FakeQuantSteBackward(step.fq->mask.data(), dy, n, dx);
             }
@@ -891,7 +889,7 @@ std::pair<int32_t, int32_t> SlotRange(const PreparedModel& prepared, int slot) {
 }  // namespace
 
 absl::Status TrainingEngine::Impl::LsqForwardStep(FakeQuant& fq, const float* x, size_t n,
-                                                  size_t channels, float* y) {
+                                                  float* y) {
   Param& scale = params[fq.lsq_scale];
   // SGD may push a scale to zero or below; LSQ needs it positive.
   for (size_t c = 0; c < scale.size(); ++c) scale.v()[c] = std::max(scale.v()[c], kMinLsqScale);
@@ -900,15 +898,13 @@ absl::Status TrainingEngine::Impl::LsqForwardStep(FakeQuant& fq, const float* x,
   if (scale.size() == 1) {
     LsqPerTensorForward(x, n, p, y, pool);
   } else {
-    (void)channels;
     LsqPerChannelForward(x, kernels::ChannelDims{1, scale.size(), n / scale.size()}, p, y, pool);
   }
   return absl::OkStatus();
 }
 
 void TrainingEngine::Impl::LsqBackwardStep(FakeQuant& fq, const float* x, const float* dy, size_t n,
-                                           size_t channels, float* dx) {
-  (void)channels;
+                                           float* dx) {
   Param& scale = params[fq.lsq_scale];
   Param& zero_point = params[fq.lsq_zero_point];
   const auto [qmin, qmax] = SlotRange(*prepared, fq.slot);
