@@ -125,6 +125,7 @@ nlohmann::json QatConfig::ToJson() const {
   return {{"quant", quant.ToJson()},
           {"recipe", recipe.ToJson()},
           {"lsq", lsq},
+          {"lsq_mean_abs_init", lsq_mean_abs_init},
           {"first_last_8bit", first_last_8bit}};
 }
 
@@ -184,6 +185,7 @@ absl::StatusOr<nlohmann::json> RunQat(const QatConfig& config) {
   engine_options.label_smoothing = resolved.recipe.label_smoothing;
   train::QatOptions qat_options;
   qat_options.lsq = resolved.lsq;
+  qat_options.lsq_mean_abs_init = resolved.lsq_mean_abs_init;
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<train::TrainingEngine> engine,
                         train::TrainingEngine::CreateQat(&prepared, engine_options, qat_options));
   const std::vector<int64_t> calib_order =

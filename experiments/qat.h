@@ -37,6 +37,9 @@ struct QatConfig {
   PtqConfig quant;
   TrainRecipe recipe;
   bool lsq = false;
+  // LSQ's 2 mean|x| / sqrt(Q_P) initialization instead of the calibrator's ranges
+  // (train/training_engine.h QatOptions::lsq_mean_abs_init).
+  bool lsq_mean_abs_init = false;
   // Below 8 bits: keep the first convolution and the classifier at 8 bits ("8bit" overrides).
   bool first_last_8bit = true;
   // Where log.csv, checkpoints and record.json go (created; must not exist yet).

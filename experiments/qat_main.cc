@@ -33,6 +33,9 @@ ABSL_FLAG(int, weight_bits, 8, "weight bit width (2..8)");
 ABSL_FLAG(int, activation_bits, 8, "activation bit width (2..8)");
 ABSL_FLAG(bool, first_last_8bit, true, "below 8 bits, keep the stem conv and classifier at 8");
 ABSL_FLAG(bool, lsq, false, "learned step size (LSQ) scales instead of observer ranges");
+ABSL_FLAG(bool, lsq_mean_abs_init, false,
+          "with --lsq: initialize scales as 2 mean|x| / sqrt(Q_P) (LSQ's rule), not from the "
+          "calibrator");
 ABSL_FLAG(int64_t, calib_images, 512, "calibration images (seeded subset of the training set)");
 ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
 ABSL_FLAG(int64_t, eval_images, 0, "final evaluation on the first N test images (0: all)");
@@ -73,6 +76,7 @@ absl::Status Main() {
   q.threads = absl::GetFlag(FLAGS_threads);
   c.recipe = RecipeFromFlags();
   c.lsq = absl::GetFlag(FLAGS_lsq);
+  c.lsq_mean_abs_init = absl::GetFlag(FLAGS_lsq_mean_abs_init);
   c.first_last_8bit = absl::GetFlag(FLAGS_first_last_8bit);
   if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
     c.run_dir = UnderWorkspace(resume);

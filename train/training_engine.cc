@@ -32,6 +32,9 @@ absl::Status NodeError(const Node& node, absl::string_view what) {
       absl::StrCat("training: node %", node.name, " (", OpKindName(node.op), "): ", what));
 }
 
+// The smallest scale LSQ trains with: an optimizer step can push a scale to or below zero.
+constexpr float kMinLsqScale = 1e-8f;
+
 // A parameter tensor: a model parameter or batch-norm statistic (PyTorch layout), or an LSQ scale.
 struct Param {
   std::string name;
@@ -136,6 +139,9 @@ struct TrainingEngine::Impl {
   bool observers_frozen = false;
   bool bn_frozen = false;
   bool lsq_initialized = false;
+  // LSQ's mean-|x| initialization: sum |x| and element count per activation slot, from the
+  // Calibrate passes.
+  absl::flat_hash_map<int, std::pair<double, int64_t>> abs_sums;
 
   ~Impl() {
     if (pool != nullptr) {
@@ -471,6 +477,13 @@ struct TrainingEngine::Impl {
     const float* x = x_tensor.data<float>();
     if (observe && !observers_frozen && slot.observe && fq.lsq_scale < 0) {
       QLAB_RETURN_IF_ERROR(prepared->Observe(graph.node(fq.node), x_tensor));
+      if (qat.lsq && qat.lsq_mean_abs_init && !lsq_initialized) {
+        double sum = 0.0;
+        for (size_t i = 0; i < n; ++i) sum += std::fabs(x[i]);
+        auto& acc = abs_sums[fq.slot];
+        acc.first += sum;
+        acc.second += static_cast<int64_t>(n);
+      }
     }
     fq.mask.resize(n);
     if (!slot.fake_quantize) {
@@ -495,6 +508,8 @@ struct TrainingEngine::Impl {
   absl::Status LsqForwardStep(FakeQuant& fq, const float* x, size_t n, float* y);
   void LsqBackwardStep(FakeQuant& fq, const float* x, const float* dy, size_t n, float* dx);
   absl::Status InitializeLsq();
+  absl::Status MeanAbsInit(const Step& step, const FakeQuant& fq, const QuantParams& q,
+                           float* scales, float* zero_points);
 
   // --- Forward ---------------------------------------------------------------------------------
   absl::Status LayerWeight(Step& step, bool observe) {
@@ -837,6 +852,38 @@ struct TrainingEngine::Impl {
 // per-channel weights) and one float zero point (trained for affine schemes, pinned at 0 for
 // symmetric ones), shared by every fake-quantize node of the slot; their gradients are sums over
 // those nodes, hence zeroed at the start of each backward pass and accumulated.
+// LSQ's initialization (QatOptions::lsq_mean_abs_init): scale = 2 mean|x| / sqrt(Q_P).
+absl::Status TrainingEngine::Impl::MeanAbsInit(const Step& step, const FakeQuant& fq,
+                                               const QuantParams& q, float* scales,
+                                               float* zero_points) {
+  const bool symmetric = IsSymmetric(q.qscheme);
+  const int32_t zp = symmetric ? 0 : q.quant_min;
+  const double qp = std::max(1, q.quant_max - zp);
+  const size_t channels = q.scales.size();
+  std::vector<double> mean_abs(channels, 0.0);
+  if (&fq == &*step.weight_fq) {
+    const Tensor& w = step.fused_bn_step >= 0 ? step.scaled_weight : params[step.weight].value;
+    const size_t per = static_cast<size_t>(w.numel()) / channels;
+    for (size_t c = 0; c < channels; ++c) {
+      double sum = 0.0;
+      for (size_t i = 0; i < per; ++i) sum += std::fabs(w.data<float>()[c * per + i]);
+      mean_abs[c] = sum / per;
+    }
+  } else {
+    auto it = abs_sums.find(fq.slot);
+    if (it == abs_sums.end() || it->second.second == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "LSQ initialization: %", graph.node(fq.node).name, " saw no data: Calibrate first"));
+    }
+    mean_abs.assign(channels, it->second.first / it->second.second);
+  }
+  for (size_t c = 0; c < channels; ++c) {
+    scales[c] = std::max(static_cast<float>(2.0 * mean_abs[c] / std::sqrt(qp)), kMinLsqScale);
+    zero_points[c] = static_cast<float>(zp);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TrainingEngine::Impl::InitializeLsq() {
   absl::flat_hash_map<int, std::pair<int, int>> params_of_slot;
   for (Step& step : steps) {
@@ -860,6 +907,9 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
           scale.v()[c] = q.scales[c];
           zero_point.v()[c] = static_cast<float>(q.zero_points[c]);
         }
+        if (qat.lsq_mean_abs_init) {
+          QLAB_RETURN_IF_ERROR(MeanAbsInit(step, **fq, q, scale.v(), zero_point.v()));
+        }
         scale.trainable = true;
         zero_point.trainable = !symmetric;
         params.push_back(std::move(scale));
@@ -876,9 +926,6 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
 }
 
 namespace {
-
-// The smallest scale LSQ trains with: an optimizer step can push a scale to or below zero.
-constexpr float kMinLsqScale = 1e-8f;
 
 // The slot's integer range.
 std::pair<int32_t, int32_t> SlotRange(const PreparedModel& prepared, int slot) {

@@ -60,6 +60,11 @@ struct QatOptions {
   // from the slot's current parameters (calibrate first). Otherwise the scales follow the
   // observers (PyTorch's default QAT: moving-average min/max).
   bool lsq = false;
+  // LSQ's own initialization instead of the calibrated observer's parameters: scale =
+  // 2 * mean(|x|) / sqrt(Q_P) (per output channel for per-channel weights, from the weights; per
+  // tensor for activations, from the Calibrate passes), zero point at the bottom of the range for
+  // affine schemes (x = 0 maps to quant_min), 0 for symmetric ones. Q_P = quant_max - zero point.
+  bool lsq_mean_abs_init = false;
 };
 
 // A trained tensor: a model parameter (state_dict name and PyTorch shape) or an LSQ scale

@@ -401,3 +401,44 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
 
 }  // namespace
 }  // namespace qlab::train
+
+namespace qlab::train {
+namespace {
+
+// LSQ's own initialization: a per-channel weight scale is 2 mean|w_c| / sqrt(Q_P).
+TEST(TrainingEngineQatTest, LsqMeanAbsInitialization) {
+  const Graph model = MakeModel("resnet20", 8, 13);
+  auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
+  ASSERT_TRUE(quantizer.ok());
+  (*quantizer)->set_qat(true);
+  auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  QatOptions lsq;
+  lsq.lsq = true;
+  lsq.lsq_mean_abs_init = true;
+  auto engine = TrainingEngine::CreateQat(&*prepared, {}, lsq);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  // Without calibration data the activation scales cannot be initialized.
+  EXPECT_EQ((*engine)->InitializeLearnedScales().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*engine)->Calibrate(RandomImages(8, 8, 51)).ok());
+  ASSERT_TRUE((*engine)->InitializeLearnedScales().ok());
+  // The classifier's weight (no batch norm: its fake-quantizer sees the weight itself), int8
+  // symmetric per channel: Q_P = 127.
+  const Tensor& w = model.node(*model.FindNode("linear.weight")).value;
+  const int64_t out = w.dim(0), in = w.dim(1);
+  const TrainableParameter* scale = nullptr;
+  for (const TrainableParameter& p : (*engine)->parameters()) {
+    if (absl::EndsWith(p.name, ".scale") && p.size == static_cast<size_t>(out)) scale = &p;
+  }
+  ASSERT_NE(scale, nullptr);
+  for (int64_t c = 0; c < out; ++c) {
+    double sum = 0;
+    for (int64_t i = 0; i < in; ++i) sum += std::fabs(w.data<float>()[c * in + i]);
+    // Float rounding of a 64-term mean and one division.
+    EXPECT_NEAR(scale->value[c], 2.0 * sum / in / std::sqrt(127.0), 1e-6 * scale->value[c]) << c;
+  }
+  EXPECT_TRUE((*engine)->ForwardBackward(RandomImages(8, 8, 52), RandomLabels(8, 10, 53)).ok());
+}
+
+}  // namespace
+}  // namespace qlab::train
