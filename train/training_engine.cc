@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "engine/layout.h"
 #include "engine/pool_geometry.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_pool.h"
@@ -102,22 +103,6 @@ struct Step {
   // Activation fake quantization.
   std::optional<FakeQuant> fq;
 };
-
-// dst[n][c][h][w] <- src[n][h][w][c] and back.
-void NhwcToNchw(const float* src, int64_t n, int64_t h, int64_t w, int64_t c, float* dst) {
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        for (int64_t ch = 0; ch < c; ++ch)
-          dst[((b * c + ch) * h + y) * w + x] = src[((b * h + y) * w + x) * c + ch];
-}
-void NchwToNhwc(const float* src, int64_t n, int64_t h, int64_t w, int64_t c, float* dst) {
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t ch = 0; ch < c; ++ch)
-      for (int64_t y = 0; y < h; ++y)
-        for (int64_t x = 0; x < w; ++x)
-          dst[((b * h + y) * w + x) * c + ch] = src[((b * c + ch) * h + y) * w + x];
-}
 
 }  // namespace
 
@@ -227,6 +212,9 @@ struct TrainingEngine::Impl {
     for (const NodeId id : order) {
       const Node& node = graph.node(id);
       if (node.op == OpKind::kParameter) continue;
+      if (node.op == OpKind::kFakeQuantize && graph.node(node.inputs[0]).op == OpKind::kParameter) {
+        continue;  // a weight's fake quantization: part of its layer's step
+      }
       if (node.dtype != DType::kFloat32) return NodeError(node, "only float32 values train");
       Activation act;
       const int rank = static_cast<int>(node.shape.size());
@@ -237,14 +225,8 @@ struct TrainingEngine::Impl {
         act.w = node.shape[3];
       } else if (rank == 2) {
         act.c = node.shape[1];
-      } else if (node.op == OpKind::kFakeQuantize &&
-                 graph.node(node.inputs[0]).op == OpKind::kParameter) {
-        continue;  // a weight's fake quantization: part of its layer's step
       } else {
         return NodeError(node, absl::StrCat("values of rank ", rank, " are not supported"));
-      }
-      if (node.op == OpKind::kFakeQuantize && graph.node(node.inputs[0]).op == OpKind::kParameter) {
-        continue;
       }
       act.needs_grad = node.op != OpKind::kInput;
       acts[id] = std::move(act);
@@ -433,7 +415,6 @@ struct TrainingEngine::Impl {
       step.pool.batch = batch;
       step.slice.batch = batch;
       if (step.op == OpKind::kMaxPool2d) step.argmax.resize(out.size());
-      if (step.fq.has_value()) step.fq->mask.resize(out.size());
       if (step.fused_bn_step >= 0 && step.conv_out.numel() != static_cast<int64_t>(out.size())) {
         QLAB_ASSIGN_OR_RETURN(step.conv_out,
                               Tensor::Create(DType::kFloat32, {static_cast<int64_t>(out.size())}));
@@ -626,7 +607,7 @@ struct TrainingEngine::Impl {
           if (!in.rank4 || in.h * in.w == 1) {
             std::memcpy(y, x, n * sizeof(float));
           } else {
-            NhwcToNchw(x, in.n, in.h, in.w, in.c, y);  // PyTorch flattens in (c, h, w) order
+            NhwcToNchw(x, in.n, in.c, in.h * in.w, y);  // PyTorch flattens in (c, h, w) order
           }
           break;
         case OpKind::kStridedSlice:
@@ -804,7 +785,7 @@ struct TrainingEngine::Impl {
             if (!in.rank4 || in.h * in.w == 1) {
               std::memcpy(dx, dy, n * sizeof(float));
             } else {
-              NchwToNhwc(dy, in.n, in.h, in.w, in.c, dx);
+              NchwToNhwc(dy, in.n, in.c, in.h * in.w, dx);
             }
           });
           break;
@@ -842,7 +823,7 @@ struct TrainingEngine::Impl {
                                                      "], got ", images.DebugString()));
     }
     QLAB_RETURN_IF_ERROR(Plan(images.dim(0)));
-    NchwToNhwc(images.data<float>(), a.n, a.h, a.w, a.c, acts[input].value.data<float>());
+    NchwToNhwc(images.data<float>(), a.n, a.c, a.h * a.w, acts[input].value.data<float>());
     return absl::OkStatus();
   }
 };
@@ -1080,10 +1061,9 @@ absl::Status TrainingEngine::InitializeLearnedScales() {
   return absl::OkStatus();
 }
 
-void TrainingEngine::FreezeBatchNormStatistics() {
-  impl_->bn_frozen = true;
-  batch_norm_frozen_ = true;
-}
+void TrainingEngine::FreezeBatchNormStatistics() { impl_->bn_frozen = true; }
+
+bool TrainingEngine::batch_norm_frozen() const { return impl_->bn_frozen; }
 
 void TrainingEngine::FreezeObservers() { impl_->observers_frozen = true; }
 

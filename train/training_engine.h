@@ -130,7 +130,7 @@ class TrainingEngine {
   void FreezeBatchNormStatistics();
   // Observers stop being fed (torch.ao.quantization.disable_observer).
   void FreezeObservers();
-  bool batch_norm_frozen() const { return batch_norm_frozen_; }
+  bool batch_norm_frozen() const;
 
   // Every parameter and batch-norm running statistic by state_dict name (copies), and LSQ
   // scales by their names: a checkpoint's model part.
@@ -155,7 +155,6 @@ class TrainingEngine {
   TrainingEngine();
   std::unique_ptr<Impl> impl_;
   std::vector<TrainableParameter> trainable_;
-  bool batch_norm_frozen_ = false;
 };
 
 }  // namespace qlab::train
