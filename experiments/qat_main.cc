@@ -5,8 +5,6 @@
 // engine. Writes <out>/record.json (the PTQ record's fields plus the training curve), log.csv and
 // a checkpoint per epoch; --resume=<out> continues an interrupted run from its latest checkpoint.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -18,7 +16,6 @@
 #include "experiments/record_io.h"
 #include "experiments/training_report.h"
 #include "models/data/data_root.h"
-#include "train/optim/checkpoint.h"
 
 ABSL_FLAG(std::string, model, "resnet20", "resnet20/32/44/56, resnet18_cifar, resnet50_cifar");
 ABSL_FLAG(std::string, weights, "",
@@ -41,21 +38,9 @@ ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
 ABSL_FLAG(int64_t, eval_images, 0, "final evaluation on the first N test images (0: all)");
 ABSL_FLAG(int, batch_size, 200, "evaluation batch size");
 ABSL_FLAG(int, threads, 2, "threads");
-ABSL_FLAG(std::string, out, "", "run folder (new); default results/qat/run-<N>");
-ABSL_FLAG(std::string, resume, "",
-          "an interrupted run's folder: continue from its latest checkpoint");
 
 namespace qlab::experiments {
 namespace {
-
-// <run_dir>/report.html: the record and the curves of log.csv.
-absl::Status WriteReport(const std::string& run_dir, const nlohmann::json& record) {
-  std::ifstream in(absl::StrCat(run_dir, "/log.csv"));
-  std::stringstream log;
-  log << in.rdbuf();
-  QLAB_ASSIGN_OR_RETURN(const std::string html, RenderTrainingReport(record, log.str()));
-  return WriteTextFile(absl::StrCat(run_dir, "/report.html"), html, /*overwrite=*/false);
-}
 
 absl::Status Main() {
   QatConfig c;
@@ -78,17 +63,13 @@ absl::Status Main() {
   c.lsq = absl::GetFlag(FLAGS_lsq);
   c.lsq_mean_abs_init = absl::GetFlag(FLAGS_lsq_mean_abs_init);
   c.first_last_8bit = absl::GetFlag(FLAGS_first_last_8bit);
-  if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
-    c.run_dir = UnderWorkspace(resume);
-    QLAB_ASSIGN_OR_RETURN(c.resume_from, train::LatestCheckpoint(c.run_dir));
-  } else {
-    const std::string out = absl::GetFlag(FLAGS_out);
-    c.run_dir = out.empty() ? NewNumberedDir("results/qat/run-") : UnderWorkspace(out);
-  }
+  QLAB_ASSIGN_OR_RETURN(const RunFolder folder, RunFolderFromFlags("results/qat/run-"));
+  c.run_dir = folder.run_dir;
+  c.resume_from = folder.resume_from;
   QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunQat(c));
   const std::string path = absl::StrCat(c.run_dir, "/record.json");
   QLAB_RETURN_IF_ERROR(WriteJsonFile(path, record, /*overwrite=*/false));
-  QLAB_RETURN_IF_ERROR(WriteReport(c.run_dir, record));
+  QLAB_RETURN_IF_ERROR(WriteTrainingReport(c.run_dir, record));
   const nlohmann::json& r = record["results"];
   std::printf(
       "%s  %s W%dA%d%s  fp32 %.2f %%  PTQ %.2f %%  QAT fake-quant %.2f %%  int8 %.2f %%  -> %s\n",

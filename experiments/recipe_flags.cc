@@ -2,6 +2,9 @@
 #include "experiments/recipe_flags.h"
 
 #include "absl/flags/flag.h"
+#include "core/status_macros.h"
+#include "experiments/record_io.h"
+#include "train/optim/checkpoint.h"
 
 ABSL_FLAG(int, epochs, 1, "training epochs");
 ABSL_FLAG(int64_t, train_images, 0,
@@ -23,6 +26,9 @@ ABSL_FLAG(int64_t, freeze_bn_after_steps, -1,
 ABSL_FLAG(int64_t, freeze_observers_after_steps, -1,
           "QAT: freeze observers after this many steps (-1: never)");
 ABSL_FLAG(int, log_every_steps, 50, "steps between training-log rows");
+ABSL_FLAG(std::string, out, "", "run folder (new); default results/<qat|train>/run-<N>");
+ABSL_FLAG(std::string, resume, "",
+          "an interrupted run's folder: continue from its latest checkpoint");
 
 namespace qlab::experiments {
 
@@ -64,6 +70,18 @@ TrainRecipe RecipeFromFlags() {
   r.freeze_observers_after_steps = absl::GetFlag(FLAGS_freeze_observers_after_steps);
   r.log_every_steps = absl::GetFlag(FLAGS_log_every_steps);
   return r;
+}
+
+absl::StatusOr<RunFolder> RunFolderFromFlags(const std::string& default_prefix) {
+  RunFolder folder;
+  if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
+    folder.run_dir = UnderWorkspace(resume);
+    QLAB_ASSIGN_OR_RETURN(folder.resume_from, train::LatestCheckpoint(folder.run_dir));
+    return folder;
+  }
+  const std::string out = absl::GetFlag(FLAGS_out);
+  folder.run_dir = out.empty() ? NewNumberedDir(default_prefix) : UnderWorkspace(out);
+  return folder;
 }
 
 }  // namespace qlab::experiments

@@ -6,8 +6,6 @@
 // checkpoint-epoch-<N>.safetensors (a state dict every qlab loader reads: --weights of
 // //experiments:qat and //experiments:ptq); --resume=<out> continues an interrupted run.
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -19,28 +17,15 @@
 #include "experiments/record_io.h"
 #include "experiments/training_report.h"
 #include "models/data/data_root.h"
-#include "train/optim/checkpoint.h"
 
 ABSL_FLAG(std::string, model, "resnet18_cifar",
           "resnet18_cifar, resnet50_cifar, resnet20/32/44/56");
 ABSL_FLAG(std::string, weights, "", "initial weights; empty: seeded He initialization");
 ABSL_FLAG(std::string, cache_dir, "", "where the training archive is unpacked once");
 ABSL_FLAG(int, threads, 2, "threads");
-ABSL_FLAG(std::string, out, "", "run folder (new); default results/train/run-<N>");
-ABSL_FLAG(std::string, resume, "",
-          "an interrupted run's folder: continue from its latest checkpoint");
 
 namespace qlab::experiments {
 namespace {
-
-// <run_dir>/report.html: the record and the curves of log.csv.
-absl::Status WriteReport(const std::string& run_dir, const nlohmann::json& record) {
-  std::ifstream in(absl::StrCat(run_dir, "/log.csv"));
-  std::stringstream log;
-  log << in.rdbuf();
-  QLAB_ASSIGN_OR_RETURN(const std::string html, RenderTrainingReport(record, log.str()));
-  return WriteTextFile(absl::StrCat(run_dir, "/report.html"), html, /*overwrite=*/false);
-}
 
 absl::Status Main() {
   TrainConfig c;
@@ -50,17 +35,13 @@ absl::Status Main() {
   c.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   c.threads = absl::GetFlag(FLAGS_threads);
   c.recipe = RecipeFromFlags();
-  if (const std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
-    c.run_dir = UnderWorkspace(resume);
-    QLAB_ASSIGN_OR_RETURN(c.resume_from, train::LatestCheckpoint(c.run_dir));
-  } else {
-    const std::string out = absl::GetFlag(FLAGS_out);
-    c.run_dir = out.empty() ? NewNumberedDir("results/train/run-") : UnderWorkspace(out);
-  }
+  QLAB_ASSIGN_OR_RETURN(const RunFolder folder, RunFolderFromFlags("results/train/run-"));
+  c.run_dir = folder.run_dir;
+  c.resume_from = folder.resume_from;
   QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunTrain(c));
   const std::string path = absl::StrCat(c.run_dir, "/record.json");
   QLAB_RETURN_IF_ERROR(WriteJsonFile(path, record, /*overwrite=*/false));
-  QLAB_RETURN_IF_ERROR(WriteReport(c.run_dir, record));
+  QLAB_RETURN_IF_ERROR(WriteTrainingReport(c.run_dir, record));
   std::printf("%s  %d epochs  test %.2f %%  %.0f img/s  -> %s\n", c.model.c_str(), c.recipe.epochs,
               100 * record["results"]["test_top1"].get<double>(),
               record["training"]["images_per_second"].get<double>(), path.c_str());

@@ -1,7 +1,9 @@
 // RenderTrainingReport: see training_report.h.
 #include "experiments/training_report.h"
 
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -9,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+#include "experiments/record_io.h"
 #include "experiments/svg_chart.h"
 
 namespace qlab::experiments {
@@ -114,6 +118,14 @@ absl::StatusOr<std::string> RenderTrainingReport(const nlohmann::json& record,
   absl::StrAppend(&html, "<h2>record</h2>\n<pre>", HtmlEscape(record.dump(2)),
                   "</pre>\n</body></html>\n");
   return html;
+}
+
+absl::Status WriteTrainingReport(const std::string& run_dir, const nlohmann::json& record) {
+  std::ifstream in(absl::StrCat(run_dir, "/log.csv"));
+  std::stringstream log;
+  log << in.rdbuf();
+  QLAB_ASSIGN_OR_RETURN(const std::string html, RenderTrainingReport(record, log.str()));
+  return WriteTextFile(absl::StrCat(run_dir, "/report.html"), html, /*overwrite=*/false);
 }
 
 }  // namespace qlab::experiments

@@ -17,6 +17,10 @@ namespace qlab::experiments {
 absl::StatusOr<std::string> RenderTrainingReport(const nlohmann::json& record,
                                                  const std::string& log_csv);
 
+// <run_dir>/report.html from `record` and <run_dir>/log.csv; an existing report is never
+// replaced (AlreadyExists).
+absl::Status WriteTrainingReport(const std::string& run_dir, const nlohmann::json& record);
+
 }  // namespace qlab::experiments
 
 #endif  // QLAB_EXPERIMENTS_TRAINING_REPORT_H_

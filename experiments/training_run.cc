@@ -15,6 +15,7 @@
 #include "models/data/batch_loader.h"
 #include "models/data/random.h"
 #include "models/data/transforms.h"
+#include "models/evaluate.h"
 #include "train/optim/checkpoint.h"
 #include "train/optim/lr_schedule.h"
 #include "train/optim/sgd.h"
@@ -112,30 +113,17 @@ absl::StatusOr<double> EngineTestAccuracy(train::TrainingEngine& engine,
                                           bool show_progress, const std::string& label) {
   std::vector<int64_t> order = data::AllIndices(test_set);
   if (images > 0 && images < static_cast<int64_t>(order.size())) order.resize(images);
-  const data::CifarEvalTransform transform;
-  data::LoaderOptions options;
+  if (order.empty()) return absl::InvalidArgumentError("no test images to evaluate");
+  EvalOptions options;
   options.batch_size = 200;
-  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<data::BatchLoader> loader,
-                        data::BatchLoader::Create(test_set, order, transform, options));
-  std::optional<ProgressLine> progress;
-  if (show_progress) progress.emplace(label, static_cast<int64_t>(order.size()), "img");
-  int64_t correct = 0, seen = 0;
-  for (;;) {
-    QLAB_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
-    if (!batch) break;
-    QLAB_ASSIGN_OR_RETURN(const Tensor logits, engine.Predict(batch->images));
-    const int64_t classes = logits.dim(1);
-    for (size_t i = 0; i < batch->labels.size(); ++i) {
-      const float* row = logits.data<float>() + i * classes;
-      const int64_t best = std::max_element(row, row + classes) - row;
-      correct += best == batch->labels[i];
-    }
-    seen += static_cast<int64_t>(batch->labels.size());
-    if (progress) progress->Advance(static_cast<int64_t>(batch->labels.size()));
-  }
-  if (progress) progress->Finish();
-  if (seen == 0) return absl::InvalidArgumentError("no test images to evaluate");
-  return static_cast<double>(correct) / static_cast<double>(seen);
+  options.show_progress = show_progress;
+  options.label = label;
+  QLAB_ASSIGN_OR_RETURN(
+      const EvalResult result,
+      Evaluate(
+          test_set, std::move(order), data::CifarEvalTransform(),
+          [&engine](const Tensor& images) { return engine.Predict(images); }, options));
+  return result.top1();
 }
 
 absl::StatusOr<TrainingRunOutput> RunTraining(train::TrainingEngine& engine,
