@@ -26,6 +26,7 @@
 #include "calibration/histogram_observers.h"
 #include "calibration/minmax.h"
 #include "calibration/observer_util.h"
+#include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -269,6 +270,7 @@ absl::Status SaveObserver(const Observer& observer, const std::string& path) {
   const ObserverState state = observer.SaveState();
   const std::string header = Header(observer, state);
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const CriticalWrite critical;  // Ctrl-C waits for the rename: no temporary is left behind
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr) {
     return absl::NotFoundError(

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/interrupt.h"
 #include "experiments/provenance.h"
 
 namespace qlab::experiments {
@@ -84,6 +85,8 @@ absl::Status WriteTextFile(const std::string& path, const std::string& text, boo
               "--overwrite)"));
   }
   if (absl::Status s = EnsureParent(path); !s.ok()) return s;
+  // Ctrl-C waits for the rename (or the cleanup), so no temporary is left behind.
+  const CriticalWrite critical;
   const std::string temp = absl::StrCat(path, ".tmp.", getpid());
   const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) return IoError("cannot create", temp);
@@ -147,6 +150,7 @@ absl::Status AppendCsvRow(const std::string& path, const std::vector<std::string
   text += CsvLine(row);
   // O_APPEND: one write() per line, so concurrent runs appending to one summary interleave
   // whole lines.
+  const CriticalWrite critical;
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   if (fd < 0) return IoError("cannot open", path);
   const ssize_t n = write(fd, text.data(), text.size());

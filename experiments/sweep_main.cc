@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "experiments/provenance.h"
 #include "experiments/record_io.h"
@@ -30,6 +31,8 @@ ABSL_FLAG(int, calib_repeats, 0,
           "calibration seeds per configuration (mean +- std in the report); 0: the config's");
 ABSL_FLAG(int64_t, eval_images, -1, "override the config's eval_images (0: all); -1: the config's");
 ABSL_FLAG(int, timing_runs, -1, "override the config's timing_runs; -1: the config's");
+ABSL_FLAG(std::string, cache_dir, "",
+          "where the training archive is extracted once; empty: <workspace>/.cache");
 
 namespace qlab::experiments {
 namespace {
@@ -50,6 +53,9 @@ absl::Status Main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_calib_repeats) > 0) sweep.calib_repeats = absl::GetFlag(FLAGS_calib_repeats);
   if (absl::GetFlag(FLAGS_eval_images) >= 0) sweep.common.eval_images = absl::GetFlag(FLAGS_eval_images);
   if (absl::GetFlag(FLAGS_timing_runs) >= 0) sweep.common.timing_runs = absl::GetFlag(FLAGS_timing_runs);
+  if (!absl::GetFlag(FLAGS_cache_dir).empty()) {
+    sweep.common.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  }
   if (absl::GetFlag(FLAGS_resume) && absl::GetFlag(FLAGS_out).empty()) {
     return absl::InvalidArgumentError("--resume needs the --out folder of the interrupted sweep");
   }
@@ -73,6 +79,9 @@ absl::Status Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  // Ctrl-C ends the run at once but never inside a results write (core/interrupt.h): what it
+  // completed stays whole, and --resume continues from there.
+  qlab::InstallInterruptHandler();
   if (const absl::Status s = qlab::experiments::Main(argc, argv); !s.ok()) {
     std::fprintf(stderr, "sweep: %s\n", std::string(s.message()).c_str());
     return 1;

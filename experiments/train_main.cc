@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "experiments/qat.h"
 #include "experiments/recipe_flags.h"
@@ -61,6 +62,9 @@ int main(int argc, char** argv) {
   defaults.nesterov = true;
   qlab::experiments::SetRecipeFlagDefaults(defaults);
   absl::ParseCommandLine(argc, argv);
+  // Ctrl-C ends the run at once but never inside a results write (core/interrupt.h): what it
+  // completed stays whole, and --resume continues from there.
+  qlab::InstallInterruptHandler();
   if (const absl::Status s = qlab::experiments::Main(); !s.ok()) {
     std::fprintf(stderr, "train: %s\n", std::string(s.message()).c_str());
     return 1;

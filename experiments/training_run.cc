@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/interrupt.h"
 #include "core/progress.h"
 #include "core/status_macros.h"
 #include "models/data/batch_loader.h"
@@ -55,6 +56,7 @@ absl::Status DropLogRowsAfter(const std::string& path, int64_t step) {
   }
   in.close();
   const std::string tmp = absl::StrCat(path, ".resume-tmp");
+  const CriticalWrite critical;  // Ctrl-C waits for the rename: no temporary is left behind
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text;

@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -672,6 +673,8 @@ absl::Status WriteSafetensors(const std::string& path, const SafetensorsFile& fi
     return absl::AlreadyExistsError(
         absl::StrCat(path, " exists (set WriteOptions::overwrite to replace it)"));
   }
+  // Ctrl-C waits for the rename (or the cleanup), so no temporary is left behind.
+  const CriticalWrite critical;
   // The temporary file sits beside the destination so that rename/link stay on one filesystem.
   std::string tmp = path + ".tmp-XXXXXX";
   const int fd = ::mkstemp(tmp.data());

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/interrupt.h"
 
 namespace qlab::train {
 namespace {
@@ -79,6 +80,7 @@ absl::StatusOr<TrainingLog> TrainingLog::OpenForResume(const std::string& path) 
 
 absl::Status TrainingLog::Append(const TrainingLogRow& row) {
   const std::string line = absl::StrCat(FormatTrainingLogRow(row), "\n");
+  const CriticalWrite critical;  // Ctrl-C never cuts a row
   if (std::fwrite(line.data(), 1, line.size(), file_.get()) != line.size() ||
       std::fflush(file_.get()) != 0) {
     return absl::InternalError(
