@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -78,6 +79,26 @@ absl::StatusOr<Tensor> Tensor::Create(DType dtype, Shape shape, Layout layout) {
     std::memset(memory, 0, padded);
     storage.reset(memory, [](uint8_t* p) { std::free(p); });
   }
+  return Tensor(dtype, std::move(shape), layout, *numel, std::move(storage), 0);
+}
+
+absl::StatusOr<Tensor> Tensor::WrapExternal(DType dtype, Shape shape, Layout layout, void* data,
+                                            std::shared_ptr<void> keep_alive) {
+  absl::StatusOr<int64_t> numel = CheckedNumElements(dtype, shape, layout);
+  if (!numel.ok()) return numel.status();
+  if (*numel == 0) return Tensor(dtype, std::move(shape), layout, 0, nullptr, 0);
+  if (data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot wrap a null pointer as tensor ",
+                                                   DTypeName(dtype), ShapeString(shape)));
+  }
+  if (reinterpret_cast<uintptr_t>(data) % DTypeSize(dtype) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot wrap ", DTypeName(dtype), ShapeString(shape), " at address ",
+                     reinterpret_cast<uintptr_t>(data), ": not aligned to its ", DTypeSize(dtype),
+                     "-byte elements"));
+  }
+  // The aliasing constructor: the storage pointer is `data`, its lifetime that of keep_alive.
+  std::shared_ptr<uint8_t> storage(std::move(keep_alive), static_cast<uint8_t*>(data));
   return Tensor(dtype, std::move(shape), layout, *numel, std::move(storage), 0);
 }
 

@@ -1,9 +1,12 @@
 // Tensor: qlab's dense n-dimensional array, the currency between models, observers and kernels.
 //
-// A Tensor is a typed, shaped, contiguous row-major view of reference-counted storage whose base
-// is 64-byte aligned (one AVX-512 vector, one cache line). Copying a Tensor is cheap and shares
-// the storage, like a PyTorch tensor or a std::shared_ptr; Slice and Reshape are views too.
-// The only operation that copies elements is Clone(): there are no hidden copies.
+// A Tensor is a typed, shaped, contiguous row-major view of reference-counted storage. Storage
+// from Create is 64-byte aligned (one AVX-512 vector, one cache line); storage wrapped by
+// WrapExternal (e.g. a numpy array's buffer) is only aligned to its element size, and nothing in
+// qlab relies on more for correctness (kernels load tensor data with unaligned loads; 64-byte
+// alignment only saves split cache lines). Copying a Tensor is cheap and shares the storage, like
+// a PyTorch tensor or a std::shared_ptr; Slice and Reshape are views too. The only operation that
+// copies elements is Clone(): there are no hidden copies.
 //
 //   QLAB_ASSIGN_OR_RETURN(Tensor batch, Tensor::Create(DType::kFloat32, {8, 3, 32, 32},
 //                                                      Layout::kNCHW));
@@ -73,6 +76,20 @@ class Tensor {
   }
   void* raw_data() { return storage_ ? storage_.get() + offset_bytes_ : nullptr; }
   const void* raw_data() const { return storage_ ? storage_.get() + offset_bytes_ : nullptr; }
+
+  // A tensor over memory qlab does not own, without copying it: `data` holds the shape's elements
+  // contiguously (row-major) and stays valid, unchanged by others, as long as `keep_alive` is
+  // held. Every Tensor sharing this storage (copies, Slice, Reshape) holds `keep_alive`; it is
+  // released with the last of them. `keep_alive` may be null when the caller guarantees the
+  // memory outlives every such Tensor. InvalidArgument for a bad shape (as Create), a null
+  // `data` with a non-empty shape, or `data` not aligned to the element size. Used by the Python
+  // module to run on numpy arrays in place:
+  //   auto owner = std::make_shared<std::vector<float>>(12);
+  //   QLAB_ASSIGN_OR_RETURN(Tensor t, Tensor::WrapExternal(DType::kFloat32, {3, 4},
+  //                                                        Layout::kRowMajor, owner->data(),
+  //                                                        owner));
+  static absl::StatusOr<Tensor> WrapExternal(DType dtype, Shape shape, Layout layout, void* data,
+                                             std::shared_ptr<void> keep_alive);
 
   // Rows [begin, end) along axis 0, sharing this tensor's storage (e.g. a sub-batch).
   absl::StatusOr<Tensor> Slice(int64_t begin, int64_t end) const;

@@ -1,6 +1,8 @@
 #include "core/tensor.h"
 
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -74,6 +76,47 @@ TEST(TensorTest, EmptyTensors) {
   EXPECT_EQ(zero_rows.Slice(0, 0)->numel(), 0);
   const Tensor scalar = *Tensor::Create(DType::kInt32, {});
   EXPECT_EQ(scalar.numel(), 1);  // rank 0 holds one element
+}
+
+TEST(TensorTest, WrapExternalViewsTheMemoryAndHoldsItsOwner) {
+  auto owner = std::make_shared<std::vector<float>>(13, 0.0f);
+  std::weak_ptr<std::vector<float>> watch = owner;
+  // Element 1: 4-byte aligned but not 64-byte aligned, as a numpy view can be.
+  float* data = owner->data() + 1;
+  absl::StatusOr<Tensor> t =
+      Tensor::WrapExternal(DType::kFloat32, {3, 4}, Layout::kRowMajor, data, owner);
+  ASSERT_TRUE(t.ok()) << t.status();
+  owner.reset();  // the tensor alone keeps the vector alive now
+  EXPECT_FALSE(watch.expired());
+  EXPECT_EQ(t->raw_data(), data);  // no copy
+  data[5] = 2.5f;
+  EXPECT_EQ(t->data<float>()[5], 2.5f);
+  {
+    const Tensor row = *t->Slice(1, 2);  // views share the owner too
+    EXPECT_TRUE(row.SharesStorageWith(*t));
+    EXPECT_EQ(row.data<float>()[1], 2.5f);
+    *t = Tensor();
+    EXPECT_FALSE(watch.expired());
+  }
+  EXPECT_TRUE(watch.expired());  // released with the last view
+
+  int32_t words[4] = {};
+  const auto* bytes = reinterpret_cast<uint8_t*>(words);
+  EXPECT_EQ(Tensor::WrapExternal(DType::kInt32, {2}, Layout::kRowMajor,
+                                 const_cast<uint8_t*>(bytes) + 2, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);  // misaligned int32
+  EXPECT_EQ(
+      Tensor::WrapExternal(DType::kInt8, {2}, Layout::kRowMajor, nullptr, nullptr).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Tensor::WrapExternal(DType::kInt8, {2, -1}, Layout::kRowMajor, words, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  const Tensor empty =
+      *Tensor::WrapExternal(DType::kInt8, {0, 3}, Layout::kRowMajor, nullptr, nullptr);
+  EXPECT_EQ(empty.numel(), 0);
 }
 
 TEST(TensorDeathTest, WrongElementTypeIsABug) {

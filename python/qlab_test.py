@@ -8,9 +8,11 @@ Python must raise the documented exception, never crash; a Model must run end to
 shapes. Every random input is seeded.
 """
 
+import gc
 import os
 import tempfile
 import unittest
+import weakref
 
 import numpy as np
 import torch
@@ -150,6 +152,62 @@ class KernelConformanceTest(unittest.TestCase):
     def test_result_owns_memory_after_inputs_die(self):
         y = qlab.fake_quantize(np.ones((3, 3), np.float32), 0.5, 0)
         np.testing.assert_array_equal(y, np.ones((3, 3), np.float32))
+
+
+class ZeroCopyTest(unittest.TestCase):
+    """Inputs are used in place: every entry point turns a numpy argument into a qlab Tensor the
+    same way (TensorFromArray); qlab._as_tensor_view returns that Tensor as a numpy view and its
+    data address, so what is checked here is what run_fp32, observe, quantize ... receive."""
+
+    def test_contiguous_input_is_viewed_not_copied(self):
+        for dtype in (np.float32, np.int8, np.uint8, np.int32):
+            x = np.arange(24, dtype=dtype).reshape(2, 3, 4)
+            view, address = qlab._as_tensor_view(x)
+            self.assertEqual(address, x.ctypes.data, dtype)
+            self.assertTrue(np.shares_memory(view, x))
+            x[1, 2, 3] = 7
+            self.assertEqual(view[1, 2, 3], 7)  # the Tensor sees the caller's memory
+
+    def test_tensor_keeps_the_array_alive_and_releases_it(self):
+        x = np.arange(1000, dtype=np.float32)
+        alive = weakref.ref(x)
+        view, _ = qlab._as_tensor_view(x)
+        del x
+        gc.collect()
+        self.assertIsNotNone(alive())  # held by the Tensor behind `view`
+        np.testing.assert_array_equal(view, np.arange(1000, dtype=np.float32))
+        del view
+        gc.collect()
+        self.assertIsNone(alive())  # and released with it: no leak
+
+    def test_views_of_a_bigger_array_are_used_in_place(self):
+        base = np.arange(40, dtype=np.float32).reshape(8, 5)
+        rows = base[2:5]  # C-contiguous, not 64-byte aligned
+        view, address = qlab._as_tensor_view(rows)
+        self.assertEqual(address, rows.ctypes.data)
+        np.testing.assert_array_equal(view, rows)
+
+    def test_misaligned_input_is_copied_and_still_correct(self):
+        buffer = np.zeros(4 * 6 + 1, np.uint8)
+        x = np.frombuffer(buffer, np.float32, count=6, offset=1)  # 1 byte off: not float-aligned
+        self.assertFalse(x.flags.aligned)
+        view, address = qlab._as_tensor_view(x)
+        self.assertNotEqual(address, x.ctypes.data)
+        np.testing.assert_array_equal(view, x)
+        np.testing.assert_array_equal(qlab.quantize(x, 0.5, 0), np.zeros(6, np.int8))
+
+    def test_read_only_input(self):
+        x = np.ones((2, 3), np.float32)
+        x.flags.writeable = False
+        view, _ = qlab._as_tensor_view(x)
+        self.assertFalse(view.flags.writeable)  # a view cannot grant writes the input refused
+        np.testing.assert_array_equal(qlab.fake_quantize(x, 0.5, 0), x)
+
+    def test_model_input_dies_during_run(self):
+        # The array's only reference is the argument: C++ runs with the GIL released, holding it.
+        m = qlab.Model("resnet20", threads=2)
+        out = m.run_fp32(_rng(30).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32))
+        self.assertEqual(out.shape, (2, 10))
 
 
 class BadInputTest(unittest.TestCase):
