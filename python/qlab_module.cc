@@ -3,8 +3,9 @@
 // This file is the boundary between numpy and qlab's C++: it validates every numpy argument once
 // (dtype, C-contiguity, rank) and turns it into a qlab Tensor, calls the C++ API, and turns the
 // result back into numpy arrays and Python dicts. absl::Status errors become Python exceptions by
-// code (InvalidArgument -> ValueError, NotFound/DataLoss -> OSError, others -> RuntimeError) with
-// the message, so nothing below ever sees a bad argument and nothing crashes the interpreter.
+// code (InvalidArgument/OutOfRange -> ValueError, NotFound/DataLoss -> OSError, Unimplemented ->
+// NotImplementedError, others -> RuntimeError) with the message, so nothing below ever sees a bad
+// argument and nothing crashes the interpreter.
 //
 // Copies: a C-contiguous input of the right dtype is used in place, without a copy: the qlab
 // Tensor wraps the numpy buffer (Tensor::WrapExternal) and holds a reference to the array, so the
@@ -82,6 +83,9 @@ void ThrowIfError(const absl::Status& status) {
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kDataLoss:
       type = PyExc_OSError;
+      break;
+    case absl::StatusCode::kUnimplemented:  // e.g. a legacy-format checkpoint
+      type = PyExc_NotImplementedError;     // a RuntimeError subclass
       break;
     default:
       break;
@@ -1109,8 +1113,8 @@ PYBIND11_MODULE(_qlab, m) {
            "name: one of model_names() ('resnet20', 'resnet18', ...). weights_path: a state\n"
            "dict in safetensors or torch.save (.pth, zip format; keys as the PyTorch model's,\n"
            "a 'module.' prefix is accepted) -- recognized by content, not by name; empty gives\n"
-           "seeded placeholder weights. The legacy pre-1.6 torch format raises ValueError,\n"
-           "a missing file OSError. threads: threads of each engine.")
+           "seeded placeholder weights. The legacy pre-1.6 torch format raises\n"
+           "NotImplementedError, a missing file OSError. threads: threads of each engine.")
       .def("run_fp32", &PyModel::RunFp32, py::arg("images"),
            "run_fp32(images) -> float32 logits [n, classes]\n\n"
            "images: C-contiguous float32 NCHW [n, 3, H, W], preprocessed (used in place).")

@@ -16,7 +16,8 @@ as Python exceptions carrying qlab's message:
 
     ValueError   invalid argument (bad spec, range, axis, shape, NaN in calibration data ...)
     TypeError    an argument of the wrong type or dtype
-    OSError      a file that is missing or malformed (observer files, weights)
+    OSError      a file that is missing or malformed (observer files, weights, data folder)
+    NotImplementedError  something qlab does not support (e.g. a legacy pre-1.6 .pth file)
     RuntimeError anything else (e.g. qparams asked of an observer that saw nothing)
 
 Example::
