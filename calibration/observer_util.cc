@@ -128,6 +128,10 @@ absl::StatusOr<std::vector<float>> PayloadReader::Floats(size_t n, const char* f
     return absl::DataLossError(absl::StrCat("observer state: \"", field, "\" claims ", n,
                                             " elements, more than any observer keeps"));
   }
+  // Too few bytes left: the error, before allocating for a count the payload cannot back.
+  if (n > (bytes_.size() - offset_) / sizeof(float)) {
+    return Take(n * sizeof(float), field, nullptr);
+  }
   std::vector<float> v(n);
   absl::Status s = Take(n * sizeof(float), field, v.data());
   if (!s.ok()) return s;
@@ -139,6 +143,10 @@ absl::StatusOr<std::vector<int64_t>> PayloadReader::Int64s(size_t n, const char*
     return absl::DataLossError(absl::StrCat("observer state: \"", field, "\" claims ", n,
                                             " elements, more than any observer keeps"));
   }
+  // Too few bytes left: the error, before allocating for a count the payload cannot back.
+  if (n > (bytes_.size() - offset_) / sizeof(int64_t)) {
+    return Take(n * sizeof(int64_t), field, nullptr);
+  }
   std::vector<int64_t> v(n);
   absl::Status s = Take(n * sizeof(int64_t), field, v.data());
   if (!s.ok()) return s;
@@ -149,6 +157,10 @@ absl::StatusOr<std::vector<double>> PayloadReader::Doubles(size_t n, const char*
   if (n > static_cast<size_t>(kMaxBins) * 4) {
     return absl::DataLossError(absl::StrCat("observer state: \"", field, "\" claims ", n,
                                             " elements, more than any observer keeps"));
+  }
+  // Too few bytes left: the error, before allocating for a count the payload cannot back.
+  if (n > (bytes_.size() - offset_) / sizeof(double)) {
+    return Take(n * sizeof(double), field, nullptr);
   }
   std::vector<double> v(n);
   absl::Status s = Take(n * sizeof(double), field, v.data());

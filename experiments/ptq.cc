@@ -717,7 +717,11 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
     return absl::InvalidArgumentError("a PTQ config must be a JSON object, got " + value.dump());
   }
   PtqConfig c;
-  for (const auto& [key, v] : value.items()) {
+  for (const auto& item : value.items()) {
+    // Named references, not a structured binding: the lambdas below capture them, which C++17
+    // allows only for variables (gcc accepts a captured binding, clang does not).
+    const std::string& key = item.key();
+    const nlohmann::json& v = item.value();
     const auto wrong = [&](const char* expected) {
       return absl::InvalidArgumentError(
           absl::StrCat("PTQ config key \"", key, "\": expected ", expected, ", got ", v.dump()));

@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -43,10 +45,19 @@ absl::StatusOr<std::vector<std::string>> StringList(const nlohmann::json& value,
   return out;
 }
 
+// An integer in [min, max]. `max` is the range of the field it goes into (an int field must not
+// silently wrap: 2^32 + 1 calibration repeats would otherwise become 1).
 absl::StatusOr<int64_t> Integer(const nlohmann::json& value, const std::string& what,
-                                const std::string& key, int64_t min) {
-  if (!value.is_number_integer() || value.get<int64_t>() < min) {
-    return KeyError(what, key, absl::StrCat("must be an integer >= ", min, ", got ", value.dump()));
+                                const std::string& key, int64_t min,
+                                int64_t max = std::numeric_limits<int>::max()) {
+  // Non-negative integers beyond int64 are stored unsigned; get<int64_t> would wrap them.
+  const bool fits = value.is_number_integer() &&
+                    !(value.is_number_unsigned() &&
+                      value.get<uint64_t>() > static_cast<uint64_t>(max)) &&
+                    value.get<int64_t>() >= min && value.get<int64_t>() <= max;
+  if (!fits) {
+    return KeyError(what, key, absl::StrCat("must be an integer in [", min, ", ", max, "], got ",
+                                            value.dump()));
   }
   return value.get<int64_t>();
 }
@@ -111,15 +122,18 @@ absl::StatusOr<SweepConfig> SweepConfigFromJson(const nlohmann::json& value,
         a = Canonical(a, "backend");
       }
     } else if (key == "calib_images") {
-      QLAB_ASSIGN_OR_RETURN(c.calib_images, Integer(v, what, key, 1));
+      QLAB_ASSIGN_OR_RETURN(c.calib_images,
+                            Integer(v, what, key, 1, std::numeric_limits<int64_t>::max()));
     } else if (key == "calib_seed") {
-      QLAB_ASSIGN_OR_RETURN(const int64_t seed, Integer(v, what, key, 0));
+      QLAB_ASSIGN_OR_RETURN(const int64_t seed,
+                            Integer(v, what, key, 0, std::numeric_limits<int64_t>::max()));
       c.calib_seed = static_cast<uint64_t>(seed);
     } else if (key == "calib_repeats") {
       QLAB_ASSIGN_OR_RETURN(const int64_t k, Integer(v, what, key, 1));
       s.calib_repeats = static_cast<int>(k);
     } else if (key == "eval_images") {
-      QLAB_ASSIGN_OR_RETURN(c.eval_images, Integer(v, what, key, 0));
+      QLAB_ASSIGN_OR_RETURN(c.eval_images,
+                            Integer(v, what, key, 0, std::numeric_limits<int64_t>::max()));
     } else if (key == "batch_size") {
       QLAB_ASSIGN_OR_RETURN(const int64_t b, Integer(v, what, key, 1));
       c.batch_size = static_cast<int>(b);
@@ -130,7 +144,8 @@ absl::StatusOr<SweepConfig> SweepConfigFromJson(const nlohmann::json& value,
       QLAB_ASSIGN_OR_RETURN(const int64_t t, Integer(v, what, key, 1));
       c.threads = static_cast<int>(t);
     } else if (key == "sqnr_images") {
-      QLAB_ASSIGN_OR_RETURN(c.sqnr_images, Integer(v, what, key, 0));
+      QLAB_ASSIGN_OR_RETURN(c.sqnr_images,
+                            Integer(v, what, key, 0, std::numeric_limits<int64_t>::max()));
     } else if (key == "engine") {
       QLAB_ASSIGN_OR_RETURN(c.engine, String(v, what, key));
     } else if (key == "data_root") {
@@ -147,6 +162,35 @@ absl::StatusOr<SweepConfig> SweepConfigFromJson(const nlohmann::json& value,
     }
   }
   if (s.models.empty()) return KeyError(what, "models", "is required");
+  // The grid is expanded (and its records named) before anything runs: bound it first, with
+  // early exits so that the product of hostile list lengths cannot overflow.
+  int64_t runs = s.calib_repeats;
+  for (const size_t axis : {s.models.size(), s.quantizers.size(), s.calibrators.size(),
+                            s.weight_granularities.size(), s.activation_schemes.size()}) {
+    if (runs > kMaxSweepRuns || static_cast<int64_t>(axis) > kMaxSweepRuns) {
+      runs = kMaxSweepRuns + 1;
+      break;
+    }
+    runs *= static_cast<int64_t>(axis);
+  }
+  if (runs > kMaxSweepRuns) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the grid has more than ", kMaxSweepRuns,
+        " runs (models x quantizers x calibrators x weight_granularities x activation_schemes x "
+        "calib_repeats)"));
+  }
+  // Run names are file names with unsafe characters replaced: two grid points that differ only
+  // there ("percentile:99.99" and "percentile_99.99") would share one record file.
+  std::map<std::string, std::string> seen;  // run name -> the grid point's settings
+  for (const PtqConfig& run : ExpandGrid(s)) {
+    const std::string settings = run.ToJson().dump();
+    const auto [it, inserted] = seen.emplace(RunName(run), settings);
+    if (!inserted) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": runs ", it->second, " and ",
+                                                     settings, " would share the record name ",
+                                                     it->first));
+    }
+  }
   return s;
 }
 

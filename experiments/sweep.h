@@ -27,6 +27,7 @@
 #ifndef QLAB_EXPERIMENTS_SWEEP_H_
 #define QLAB_EXPERIMENTS_SWEEP_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -48,8 +49,13 @@ struct SweepConfig {
   PtqConfig common;  // every other setting, shared by all runs
 };
 
+// Largest grid a sweep config may describe (a typo in calib_repeats must not become an
+// allocation of billions of runs).
+inline constexpr int64_t kMaxSweepRuns = 10000;
+
 // InvalidArgument naming `what` and the key: unknown keys (a typo would silently sweep the
-// default), wrong types, empty lists, calib_repeats < 1.
+// default), wrong types, integers outside their field's range, empty lists, calib_repeats < 1,
+// grids of more than kMaxSweepRuns runs, two runs that would share a record name.
 absl::StatusOr<SweepConfig> SweepConfigFromJson(const nlohmann::json& value,
                                                 const std::string& name, const std::string& what);
 

@@ -22,6 +22,9 @@ namespace qlab::data {
 
 // Largest image side accepted from a file: bounds the allocation a hostile header can ask for.
 inline constexpr int kMaxImageSide = 1 << 15;
+// Largest pixel count decoded: PIL's decompression-bomb error threshold (2 x
+// Image.MAX_IMAGE_PIXELS), so every image torchvision's loader accepts is accepted here too.
+inline constexpr int64_t kMaxImagePixels = 2 * int64_t{89478485};
 
 struct Image {
   int height = 0;
@@ -42,7 +45,11 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path);
 // Decodes PNG/JPEG/BMP/... bytes to RGB as PIL's `Image.open(f).convert("RGB")` would: grayscale
 // replicated to three channels, alpha dropped, 16-bit PNG reduced to 8 bits, and — unlike OpenCV's
 // default — EXIF orientation ignored (PIL does not rotate). `name` (usually the path) appears in
-// errors: InvalidArgument "cannot decode image <name>" for undecodable or empty bytes.
+// errors: InvalidArgument "cannot decode image <name>" for undecodable or empty bytes. The
+// dimensions a PNG, JPEG, BMP or PNM header declares are checked against kMaxImageSide and
+// kMaxImagePixels before decoding (InvalidArgument "image <name>: <h>x<w> ..."), so a small
+// file cannot make the decoder allocate gigabytes; other formats (TIFF, WebP, ...) are bounded
+// only by OpenCV's own limit of 2^30 pixels.
 absl::StatusOr<Image> DecodeImage(absl::string_view bytes, const std::string& name);
 
 }  // namespace qlab::data

@@ -63,6 +63,19 @@ class GzReader {
     return absl::OkStatus();
   }
 
+  // Reads exactly n bytes into a string grown as the bytes arrive, so that a header claiming a
+  // large member costs memory only for what the archive really holds.
+  absl::StatusOr<std::string> ReadString(int64_t n) {
+    std::string bytes;
+    while (static_cast<int64_t>(bytes.size()) < n) {
+      const int64_t chunk = std::min<int64_t>(n - static_cast<int64_t>(bytes.size()), 1 << 20);
+      const size_t at = bytes.size();
+      bytes.resize(at + static_cast<size_t>(chunk));
+      QLAB_RETURN_IF_ERROR(Read(bytes.data() + at, chunk));
+    }
+    return bytes;
+  }
+
  private:
   std::string path_;
   gzFile file_;
@@ -78,22 +91,26 @@ std::string Field(const char* header, int offset, int width) {
 absl::StatusOr<int64_t> ParseSize(const char* header, const std::string& archive) {
   const auto* field = reinterpret_cast<const unsigned char*>(header + 124);
   int64_t size = 0;
+  bool too_big = false;  // past kMaxTarMemberBytes: the exact value no longer matters
   if (field[0] & 0x80) {
-    for (int i = 1; i < 12; ++i) {
-      if (size > (kMaxTarMemberBytes >> 8)) break;
-      size = (size << 8) | field[i];
+    for (int i = 1; i < 12 && !too_big; ++i) {
+      too_big = size > (kMaxTarMemberBytes >> 8);  // another byte would pass the limit
+      if (!too_big) size = (size << 8) | field[i];
     }
   } else {
     for (int i = 0; i < 12 && field[i] != 0 && field[i] != ' '; ++i) {
-      if (field[i] < '0' || field[i] > '7' || size > (kMaxTarMemberBytes >> 3)) {
+      if (field[i] < '0' || field[i] > '7') {
         return absl::DataLossError(absl::StrCat(archive, ": bad tar size field"));
       }
-      size = size * 8 + (field[i] - '0');
+      too_big = too_big || size > (kMaxTarMemberBytes >> 3);
+      if (!too_big) size = size * 8 + (field[i] - '0');
     }
   }
-  if (size > kMaxTarMemberBytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(archive, ": member of ", size,
-                                                     " bytes exceeds ", kMaxTarMemberBytes));
+  if (too_big || size > kMaxTarMemberBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(archive, ": member of ", too_big ? "more than " : "",
+                     too_big ? kMaxTarMemberBytes : size, " bytes exceeds the limit of ",
+                     kMaxTarMemberBytes));
   }
   return size;
 }
@@ -164,8 +181,7 @@ absl::Status ForEachMember(
       path = absl::StrCat(prefix, "/", path);
     }
     if (!long_name.empty()) path = std::move(long_name), long_name.clear();
-    std::string bytes(static_cast<size_t>(size), '\0');
-    QLAB_RETURN_IF_ERROR(reader.Read(bytes.data(), size));
+    QLAB_ASSIGN_OR_RETURN(std::string bytes, reader.ReadString(size));
     const int64_t padding = (kBlock - size % kBlock) % kBlock;
     char skip[kBlock];
     QLAB_RETURN_IF_ERROR(reader.Read(skip, padding));

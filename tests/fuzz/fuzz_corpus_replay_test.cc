@@ -6,6 +6,7 @@
 //
 // "Passing" means returning: a crash, a sanitizer report or a violated property (a target's
 // std::abort) kills the test.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "models/data/image.h"
 #include "models/pth/pth_loader.h"
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/fuzz/observer_seeds.h"
@@ -49,8 +51,7 @@ void Run(Target target, const std::string& bytes) {
 // larger ones), because truncated files are the commonest damage; then `mutations` copies with
 // 1-4 random byte edits (overwrite with a random or boundary byte, insert, erase), from a fixed
 // seed so that any failure replays exactly.
-void ReplayWithMutations(Target target, const std::string& seed, uint32_t rng_seed,
-                         int mutations) {
+void ReplayWithMutations(Target target, const std::string& seed, uint32_t rng_seed, int mutations) {
   Run(target, seed);
   const size_t step = seed.size() <= 512 ? 1 : seed.size() / 64;
   for (size_t length = 0; length < seed.size(); length += step) {
@@ -64,10 +65,18 @@ void ReplayWithMutations(Target target, const std::string& seed, uint32_t rng_se
     for (int e = 0; e < edits && !input.empty(); ++e) {
       const size_t at = rng() % input.size();
       switch (rng() % 4) {
-        case 0: input[at] = static_cast<char>(rng()); break;
-        case 1: input[at] = kBoundary[rng() % sizeof(kBoundary)]; break;
-        case 2: input.insert(at, 1, static_cast<char>(rng())); break;
-        default: input.erase(at, 1); break;
+        case 0:
+          input[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          input[at] = kBoundary[rng() % sizeof(kBoundary)];
+          break;
+        case 2:
+          input.insert(at, 1, static_cast<char>(rng()));
+          break;
+        default:
+          input.erase(at, 1);
+          break;
       }
     }
     Run(target, input);
@@ -91,23 +100,45 @@ TEST(FuzzCorpusReplayTest, RestrictedUnpickler) {
 
 TEST(FuzzCorpusReplayTest, PthZip) { ReplayCorpus("pth_zip", FuzzPthZip, 100); }
 
-TEST(FuzzCorpusReplayTest, PthStateDict) {
-  ReplayCorpus("pth_state_dict", FuzzPthStateDict, 100);
-}
+TEST(FuzzCorpusReplayTest, PthStateDict) { ReplayCorpus("pth_state_dict", FuzzPthStateDict, 100); }
 
 TEST(FuzzCorpusReplayTest, Cifar10Binary) { ReplayCorpus("cifar10_binary", FuzzCifar10Binary, 50); }
+
+TEST(FuzzCorpusReplayTest, SweepConfig) { ReplayCorpus("sweep_config", FuzzSweepConfig, 300); }
+
+// Few mutations: a mutated header may still declare an image of up to kMaxImagePixels, which
+// takes a while to decode.
+TEST(FuzzCorpusReplayTest, ImageFolder) { ReplayCorpus("image_folder", FuzzImageFolder, 20); }
+
+TEST(FuzzCorpusReplayTest, TarGz) { ReplayCorpus("tar_gz", FuzzTarGz, 50); }
+
+// Found by image_folder_fuzzer (a timeout): a 299-byte JPEG whose frame header declares
+// 14895 x 12259 pixels; OpenCV allocated the 548 MB buffer and libjpeg filled it with gray from
+// almost no data, and converting it took over 10 s under the sanitizers. DecodeImage now refuses
+// headers beyond kMaxImagePixels (PIL's decompression-bomb limit) before decoding.
+TEST(FuzzRegressionTest, JpegDeclaringTooManyPixelsIsRefusedBeforeDecoding) {
+  const std::string jpeg =
+      ReadFile("tests/fuzz/corpus/image_folder/regression_jpeg_declaring_182_megapixels");
+  ASSERT_EQ(jpeg.size(), 299u);
+  const auto image = data::DecodeImage(jpeg, "bomb.jpg");
+  ASSERT_FALSE(image.ok());
+  EXPECT_EQ(image.status().code(), absl::StatusCode::kInvalidArgument) << image.status();
+  EXPECT_NE(image.status().message().find("image bomb.jpg: 14895x12259 exceeds the decoding limit"),
+            std::string::npos)
+      << image.status();
+}
 
 // Found by pth_state_dict_fuzzer: two tensors share storage "0", the second declaring 135
 // elements where the first (and the archive) has 64; the loader used to bound the second tensor by
 // 135 and read past the 256 cached bytes. Now DataLoss naming the storage. (The replay above only
 // catches the overflow under ASan; this checks the Status under any build.)
 TEST(FuzzRegressionTest, StorageReusedWithLargerNumelIsDataLoss) {
-  const std::string pickle = ReadFile(
-      "tests/fuzz/corpus/pth_state_dict/regression_storage_reused_with_larger_numel");
+  const std::string pickle =
+      ReadFile("tests/fuzz/corpus/pth_state_dict/regression_storage_reused_with_larger_numel");
   ASSERT_FALSE(pickle.empty());
   const std::string zip = TorchZipWithPickle(pickle);
-  const std::string path = WriteFuzzFile(
-      "regression", reinterpret_cast<const uint8_t*>(zip.data()), zip.size());
+  const std::string path =
+      WriteFuzzFile("regression", reinterpret_cast<const uint8_t*>(zip.data()), zip.size());
   const auto loaded = pth::LoadPth(path);
   ASSERT_FALSE(loaded.ok());
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();

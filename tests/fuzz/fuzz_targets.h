@@ -34,6 +34,13 @@ std::string TorchZipWithPickle(const std::string& pickle);
 int FuzzObserverFile(const uint8_t* data, size_t size);
 // models/data/dataset.h: OpenCifar10Binary, then every record decoded.
 int FuzzCifar10Binary(const uint8_t* data, size_t size);
+// experiments/sweep.h, ptq.h: the bytes as a JSON config file, given to SweepConfigFromJson,
+// PtqConfigFromJson and LayerOverridesFromJson.
+int FuzzSweepConfig(const uint8_t* data, size_t size);
+// models/data/dataset.h: the one image of a one-class OpenImageFolder, decoded by Load.
+int FuzzImageFolder(const uint8_t* data, size_t size);
+// models/data/tar_gz.h: ForEachTarGzFile and OpenTarGzImageFolder on the archive bytes.
+int FuzzTarGz(const uint8_t* data, size_t size);
 
 // Writes `size` bytes to a file private to this process and target (under $TEST_TMPDIR when set,
 // else /tmp) and returns its path: the path-taking loaders are fuzzed through a real file.
