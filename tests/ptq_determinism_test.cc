@@ -1,5 +1,6 @@
 // Reproducibility of the main job: the same PTQ config and seed, run twice in one process, gives
-// byte-identical records apart from their "timing" sections; another calibration seed changes
+// byte-identical records apart from their "timing" sections, and so does the same config on 1
+// and on 2 threads apart from the "threads" setting itself; another calibration seed changes
 // the calibration image list (and so the record). A small but real run: ResNet20 from the shared
 // checkpoint, 64 calibration images, 200 test images.
 #include <cstdlib>
@@ -41,6 +42,27 @@ TEST(PtqDeterminismTest, SameConfigSameRecord) {
   ASSERT_TRUE(third.ok()) << third.status();
   EXPECT_NE((*first)["inputs"]["calibration_image_list_sha256"],
             (*third)["inputs"]["calibration_image_list_sha256"]);
+}
+
+// Calibration, the engines and evaluation reduce in a fixed order whatever the thread count
+// (kernels split work by output rows and channels, never across a sum), so the thread count may
+// change nothing but the record's own statement of it.
+TEST(PtqDeterminismTest, OneAndTwoThreadsGiveTheSameRecord) {
+  PtqConfig one = SmallConfig();
+  one.threads = 1;
+  PtqConfig two = SmallConfig();
+  two.threads = 2;
+  const absl::StatusOr<nlohmann::json> a = RunPtq(one);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const absl::StatusOr<nlohmann::json> b = RunPtq(two);
+  ASSERT_TRUE(b.ok()) << b.status();
+  nlohmann::json a_part = DeterministicPart(*a);
+  nlohmann::json b_part = DeterministicPart(*b);
+  EXPECT_EQ(a_part["config"]["threads"], 1);
+  EXPECT_EQ(b_part["config"]["threads"], 2);
+  a_part["config"].erase("threads");
+  b_part["config"].erase("threads");
+  EXPECT_EQ(a_part.dump(2), b_part.dump(2));
 }
 
 TEST(PtqDeterminismTest, BadConfigNamesTheSetting) {
