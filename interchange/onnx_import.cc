@@ -270,11 +270,11 @@ class Importer {
 
   static bool Supported(const std::string& op) {
     static const auto* const kOps = new absl::flat_hash_set<std::string>{
-        "Conv",    "Gemm",    "MatMul",      "BatchNormalization",
-        "Relu",    "MaxPool", "AveragePool", "GlobalAveragePool",
-        "Add",     "Flatten", "Reshape",     "Concat",
-        "Sigmoid", "Pad",     "Slice",       "Identity",
-        "Dropout", "Constant"};
+        "Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "MaxPool", "AveragePool",
+        "GlobalAveragePool", "Add", "Flatten", "Reshape", "Concat", "Sigmoid", "Pad", "Slice",
+        "Identity", "Dropout", "Constant",
+        // Only on integer constants (the shape arithmetic PyTorch exports around Pad), folded.
+        "ConstantOfShape", "Transpose", "Cast", "Unsqueeze", "Squeeze"};
     return kOps->contains(op);
   }
 
@@ -1096,10 +1096,287 @@ class Importer {
     return absl::OkStatus();
   }
 
+  // --- Integer constant folding ----------------------------------------------------------------
+  // PyTorch exports F.pad's widths as a small integer computation (ConstantOfShape, Concat,
+  // Reshape, Slice with step -1, Transpose, Cast). Nodes whose inputs are all integer constants
+  // are evaluated here, exactly (integers), so that the Pad reads a constant.
+  static constexpr int64_t kMaxFoldedElements = int64_t{1} << 20;  // shape arithmetic is tiny
+
+  static bool IsFoldOnly(const std::string& op) {
+    return op == "ConstantOfShape" || op == "Transpose" || op == "Cast" || op == "Unsqueeze" ||
+           op == "Squeeze";
+  }
+
+  // True when every present input is an integer constant (and there is at least one).
+  bool AllIntegerConstants(const onnx::NodeProto& n) const {
+    int present = 0;
+    for (const std::string& in : n.input()) {
+      if (in.empty()) continue;
+      const Value* v = Lookup(in);
+      if (v == nullptr || v->constant == nullptr || v->constant->is_float) return false;
+      ++present;
+    }
+    return present > 0;
+  }
+
+  static std::vector<int64_t> Strides(const std::vector<int64_t>& dims) {
+    std::vector<int64_t> strides(dims.size(), 1);
+    for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) {
+      strides[i] = strides[i + 1] * dims[i + 1];
+    }
+    return strides;
+  }
+
+  absl::StatusOr<int64_t> Axis(const onnx::NodeProto& n, int64_t axis, size_t rank) const {
+    const int64_t r = static_cast<int64_t>(rank);
+    if (axis < -r || axis >= r) {
+      return Invalid(Describe(n, index_), ": axis ", axis, " out of range for rank ", rank);
+    }
+    return axis < 0 ? axis + r : axis;
+  }
+
+  absl::StatusOr<Constant> FoldInts(const onnx::NodeProto& n) {
+    const std::string& op = n.op_type();
+    std::vector<std::shared_ptr<const Constant>> in;
+    for (const std::string& name : n.input()) {
+      in.push_back(name.empty() ? nullptr : Lookup(name)->constant);
+    }
+    Constant out;
+    const std::string what = absl::StrCat(Describe(n, index_), " output");
+    if (op == "ConstantOfShape") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"value"}));
+      out.dims = in[0]->ints;
+      QLAB_ASSIGN_OR_RETURN(const int64_t count,
+                            CheckedElements(out.dims, kMaxFoldedElements, what));
+      const onnx::AttributeProto* value = FindAttr(n, "value");
+      if (value != nullptr && value->type() == onnx::AttributeProto::TENSOR &&
+          value->t().data_type() != onnx::TensorProto::FLOAT) {
+        QLAB_ASSIGN_OR_RETURN(const Constant v, DecodeTensor(value->t(), what, 1));
+        if (v.ints.size() != 1) return Invalid(what, ": value must hold one element");
+        out.ints.assign(count, v.ints[0]);
+        return out;
+      }
+      return Invalid(Describe(n, index_), ": only an integer fill value is supported");
+    }
+    if (op == "Cast") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"to"}));
+      QLAB_ASSIGN_OR_RETURN(const int64_t to, IntAttr(n, "to", 0));
+      out = *in[0];
+      if (to == onnx::TensorProto::INT32) {
+        for (int64_t& v : out.ints) v = static_cast<int32_t>(v);
+      } else if (to != onnx::TensorProto::INT64) {
+        return Invalid(Describe(n, index_), ": cast of an integer constant to type ", to,
+                       " (only INT64 / INT32)");
+      }
+      return out;
+    }
+    if (op == "Concat") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"axis"}));
+      QLAB_ASSIGN_OR_RETURN(const int64_t raw_axis, IntAttr(n, "axis", 0));
+      const std::vector<int64_t>& first = in[0]->dims;
+      QLAB_ASSIGN_OR_RETURN(const int64_t axis, Axis(n, raw_axis, first.size()));
+      out.dims = first;
+      out.dims[axis] = 0;
+      for (const auto& c : in) {
+        bool fits = c != nullptr && c->dims.size() == first.size();
+        for (size_t d = 0; fits && d < first.size(); ++d) {
+          fits = static_cast<int64_t>(d) == axis || c->dims[d] == first[d];
+        }
+        if (!fits) return Invalid(Describe(n, index_), ": inputs do not match outside the axis");
+        out.dims[axis] += c->dims[axis];
+      }
+      QLAB_RETURN_IF_ERROR(CheckedElements(out.dims, kMaxFoldedElements, what).status());
+      int64_t outer = 1;
+      for (int64_t d = 0; d < axis; ++d) outer *= first[d];
+      for (int64_t o = 0; o < outer; ++o) {
+        for (const auto& c : in) {
+          const int64_t block = static_cast<int64_t>(c->ints.size()) / std::max<int64_t>(outer, 1);
+          out.ints.insert(out.ints.end(), c->ints.begin() + o * block,
+                          c->ints.begin() + (o + 1) * block);
+        }
+      }
+      return out;
+    }
+    if (op == "Reshape") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"allowzero"}));
+      if (in.size() < 2 || in[1] == nullptr) return Invalid(Describe(n, index_), ": no shape");
+      QLAB_ASSIGN_OR_RETURN(const int64_t allow_zero, IntAttr(n, "allowzero", 0));
+      out.ints = in[0]->ints;
+      const int64_t total = static_cast<int64_t>(out.ints.size());
+      int64_t known = 1, infer = -1;
+      for (size_t d = 0; d < in[1]->ints.size(); ++d) {
+        int64_t v = in[1]->ints[d];
+        if (v == 0 && allow_zero == 0) {
+          if (d >= in[0]->dims.size()) return Invalid(Describe(n, index_), ": bad 0 in shape");
+          v = in[0]->dims[d];
+        }
+        if (v == -1) {
+          if (infer >= 0) return Invalid(Describe(n, index_), ": two -1 in shape");
+          infer = static_cast<int64_t>(d);
+        } else if (v < 0) {
+          return Invalid(Describe(n, index_), ": negative dimension in shape");
+        } else {
+          if (v > kMaxFoldedElements) return Invalid(Describe(n, index_), ": shape too large");
+          known *= v;
+          if (known > kMaxFoldedElements) return Invalid(Describe(n, index_), ": shape too large");
+        }
+        out.dims.push_back(v);
+      }
+      if (infer >= 0) {
+        if (known == 0 || total % known != 0) {
+          return Invalid(Describe(n, index_), ": cannot infer -1 in the shape");
+        }
+        out.dims[infer] = total / known;
+        known = total;
+      }
+      if (known != total) return Invalid(Describe(n, index_), ": element count changes");
+      return out;
+    }
+    if (op == "Transpose") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"perm"}));
+      const size_t rank = in[0]->dims.size();
+      std::vector<int64_t> reversed(rank);
+      for (size_t d = 0; d < rank; ++d) reversed[d] = static_cast<int64_t>(rank - 1 - d);
+      QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> perm, IntsAttr(n, "perm", reversed));
+      std::vector<bool> seen(rank, false);
+      if (perm.size() != rank) return Invalid(Describe(n, index_), ": perm has a wrong size");
+      for (int64_t p : perm) {
+        if (p < 0 || p >= static_cast<int64_t>(rank) || seen[p]) {
+          return Invalid(Describe(n, index_), ": perm is not a permutation");
+        }
+        seen[p] = true;
+      }
+      const std::vector<int64_t> in_strides = Strides(in[0]->dims);
+      for (int64_t p : perm) out.dims.push_back(in[0]->dims[p]);
+      std::vector<int64_t> step(rank);
+      for (size_t d = 0; d < rank; ++d) step[d] = in_strides[perm[d]];
+      return Gather(*in[0], out, std::vector<int64_t>(rank, 0), step);
+    }
+    if (op == "Slice") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {}));
+      const Constant& data = *in[0];
+      const size_t rank = data.dims.size();
+      QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, IntsInput(n, 1, "starts"));
+      QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> ends, IntsInput(n, 2, "ends"));
+      std::vector<int64_t> axes(starts.size()), steps(starts.size(), 1);
+      for (size_t i = 0; i < axes.size(); ++i) axes[i] = static_cast<int64_t>(i);
+      if (HasInput(n, 3)) {
+        QLAB_ASSIGN_OR_RETURN(axes, IntsInput(n, 3, "axes"));
+      }
+      if (HasInput(n, 4)) {
+        QLAB_ASSIGN_OR_RETURN(steps, IntsInput(n, 4, "steps"));
+      }
+      if (ends.size() != starts.size() || axes.size() != starts.size() ||
+          steps.size() != starts.size()) {
+        return Invalid(Describe(n, index_), ": starts/ends/axes/steps differ in length");
+      }
+      std::vector<int64_t> begin(rank, 0), step(rank, 1);
+      out.dims = data.dims;
+      for (size_t i = 0; i < starts.size(); ++i) {
+        QLAB_ASSIGN_OR_RETURN(const int64_t axis, Axis(n, axes[i], rank));
+        const int64_t dim = data.dims[axis], st = steps[i];
+        if (st == 0) return Invalid(Describe(n, index_), ": step 0");
+        if (dim == 0) continue;  // an empty axis stays empty
+        // ONNX Slice: negatives count from the end, then clamp ([0, dim] forwards,
+        // [-1, dim - 1] backwards).
+        const auto resolve = [dim](int64_t v, int64_t lo, int64_t hi) {
+          if (v < 0) v = v < -dim ? -dim - 1 : v + dim;  // stays below lo when far out
+          return std::clamp(v, lo, hi);
+        };
+        const int64_t b = st > 0 ? resolve(starts[i], 0, dim) : resolve(starts[i], 0, dim - 1);
+        const int64_t e = st > 0 ? resolve(ends[i], 0, dim) : resolve(ends[i], -1, dim - 1);
+        const int64_t count =
+            st > 0 ? (e > b ? (e - b + st - 1) / st : 0) : (b > e ? (b - e - st - 1) / -st : 0);
+        begin[axis] = b;
+        step[axis] = st;
+        out.dims[axis] = count;
+      }
+      const std::vector<int64_t> in_strides = Strides(data.dims);
+      std::vector<int64_t> offset_step(rank);
+      int64_t base = 0;
+      for (size_t d = 0; d < rank; ++d) {
+        offset_step[d] = step[d] * in_strides[d];
+        base += begin[d] * in_strides[d];
+      }
+      return Gather(data, out, {base}, offset_step);
+    }
+    if (op == "Unsqueeze" || op == "Squeeze") {
+      QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {"axes"}));  // an attribute before opset 13
+      out = *in[0];
+      QLAB_ASSIGN_OR_RETURN(std::vector<int64_t> axes, IntsAttr(n, "axes", {}));
+      if (HasInput(n, 1)) {
+        QLAB_ASSIGN_OR_RETURN(axes, IntsInput(n, 1, "axes"));
+      }
+      if (op == "Unsqueeze") {
+        const size_t rank = out.dims.size() + axes.size();
+        std::vector<bool> inserted(rank, false);
+        for (int64_t a : axes) {
+          QLAB_ASSIGN_OR_RETURN(const int64_t axis, Axis(n, a, rank));
+          if (inserted[axis]) return Invalid(Describe(n, index_), ": repeated axis ", a);
+          inserted[axis] = true;
+        }
+        std::vector<int64_t> dims;
+        size_t next = 0;
+        for (size_t d = 0; d < rank; ++d) {
+          dims.push_back(inserted[d] ? 1 : out.dims[next++]);
+        }
+        out.dims = dims;
+      } else {
+        std::vector<int64_t> dims;
+        for (size_t d = 0; d < out.dims.size(); ++d) {
+          bool drop = axes.empty() && out.dims[d] == 1;
+          for (int64_t a : axes) {
+            QLAB_ASSIGN_OR_RETURN(const int64_t axis, Axis(n, a, out.dims.size()));
+            drop = drop || axis == static_cast<int64_t>(d);
+          }
+          if (drop && out.dims[d] != 1) {
+            return Invalid(Describe(n, index_), ": squeezes axis ", d, " of size ", out.dims[d]);
+          }
+          if (!drop) dims.push_back(out.dims[d]);
+        }
+        out.dims = dims;
+      }
+      return out;
+    }
+    return Invalid(Describe(n, index_), ": cannot fold");
+  }
+
+  // out.ints[i] = data.ints[base[0] + sum_d index_d * offset_step[d]] over out.dims (row-major).
+  static absl::StatusOr<Constant> Gather(const Constant& data, Constant out,
+                                         const std::vector<int64_t>& base,
+                                         const std::vector<int64_t>& offset_step) {
+    int64_t total = 1;
+    for (int64_t d : out.dims) total *= d;
+    const size_t rank = out.dims.size();
+    std::vector<int64_t> index(rank, 0);
+    out.ints.clear();
+    out.ints.reserve(static_cast<size_t>(total));
+    const int64_t start = base.empty() ? 0 : base[0];
+    for (int64_t i = 0; i < total; ++i) {
+      int64_t offset = start;
+      for (size_t d = 0; d < rank; ++d) offset += index[d] * offset_step[d];
+      out.ints.push_back(data.ints[static_cast<size_t>(offset)]);
+      for (int d = static_cast<int>(rank) - 1; d >= 0; --d) {
+        if (++index[d] < out.dims[d]) break;
+        index[d] = 0;
+      }
+    }
+    return out;
+  }
+
   absl::Status ConvertNode(int i) {
     index_ = i;
     const onnx::NodeProto& n = g_.node(i);
     const std::string& op = n.op_type();
+    if (op != "Constant" && op != "Identity" && AllIntegerConstants(n)) {
+      QLAB_ASSIGN_OR_RETURN(Constant c, FoldInts(n));
+      c.name = n.output(0);
+      values_[n.output(0)].constant = std::make_shared<const Constant>(std::move(c));
+      return absl::OkStatus();
+    }
+    if (IsFoldOnly(op)) {
+      return Invalid(Describe(n, i), ": supported only on integer constants (shape arithmetic)");
+    }
     if (op == "Constant") return ConvertConstant(n);
     if (op == "Identity") return ConvertPassThrough(n, false);
     if (op == "Dropout") return ConvertPassThrough(n, true);
