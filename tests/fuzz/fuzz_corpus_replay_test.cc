@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "interchange/onnx_import.h"
 #include "models/data/image.h"
 #include "models/pth/pth_loader.h"
 #include "tests/fuzz/fuzz_targets.h"
@@ -111,6 +112,17 @@ TEST(FuzzCorpusReplayTest, SweepConfig) { ReplayCorpus("sweep_config", FuzzSweep
 TEST(FuzzCorpusReplayTest, ImageFolder) { ReplayCorpus("image_folder", FuzzImageFolder, 20); }
 
 TEST(FuzzCorpusReplayTest, TarGz) { ReplayCorpus("tar_gz", FuzzTarGz, 50); }
+
+TEST(FuzzCorpusReplayTest, OnnxImport) {
+  // The seeds must import, or the fuzzer would only ever explore the error paths.
+  for (const char* seed : {"branches_opset13.onnx", "conv_bn_relu_opset11_bn_kept.onnx",
+                           "conv_bn_relu_opset17_bn_folded.onnx"}) {
+    const std::string bytes = ReadFile(std::string("tests/fuzz/corpus/onnx_import/") + seed);
+    const auto graph = ImportOnnx(bytes, ImportOptions{});
+    EXPECT_TRUE(graph.ok()) << seed << ": " << graph.status();
+  }
+  ReplayCorpus("onnx_import", FuzzOnnxImport, 200);
+}
 
 // Found by image_folder_fuzzer (a timeout): a 299-byte JPEG whose frame header declares
 // 14895 x 12259 pixels; OpenCV allocated the 548 MB buffer and libjpeg filled it with gray from

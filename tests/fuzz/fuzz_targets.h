@@ -41,6 +41,8 @@ int FuzzSweepConfig(const uint8_t* data, size_t size);
 int FuzzImageFolder(const uint8_t* data, size_t size);
 // models/data/tar_gz.h: ForEachTarGzFile and OpenTarGzImageFolder on the archive bytes.
 int FuzzTarGz(const uint8_t* data, size_t size);
+// interchange/onnx_import.h: ImportOnnx on the bytes as a serialized ModelProto.
+int FuzzOnnxImport(const uint8_t* data, size_t size);
 
 // Writes `size` bytes to a file private to this process and target (under $TEST_TMPDIR when set,
 // else /tmp) and returns its path: the path-taking loaders are fuzzed through a real file.

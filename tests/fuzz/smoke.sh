@@ -30,6 +30,7 @@ TARGETS=(
   sweep_config:config
   image_folder:image
   tar_gz:tar
+  onnx_import:onnx
 )
 
 if [[ ! -f tests/fuzz/BUILD ]]; then
