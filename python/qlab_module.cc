@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -736,6 +737,7 @@ class PyModel {
   }
 
   py::array RunFp32(const py::handle& images) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     const Tensor input = Images(images);
     if (!fp32_)
       fp32_ = std::make_shared<Fp32Engine>(ValueOrThrow(Fp32Engine::Create(graph_, threads_)));
@@ -744,6 +746,7 @@ class PyModel {
 
   void Quantize(const py::handle& calibration_images, const std::string& quantizer_name,
                 const std::string& calibrator, int batch_size) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     if (batch_size < 1) ThrowValueError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
     const Tensor images = Images(calibration_images);
     PreparedModel prepared = Prepare(quantizer_name, calibrator);
@@ -769,6 +772,7 @@ class PyModel {
                          const std::string& quantizer_name, const std::string& calibrator,
                          int batch_size, const std::string& data_root,
                          const std::string& cache_dir) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     if (batch_size < 1) ThrowValueError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
     const std::unique_ptr<data::Dataset> dataset = OpenDataset(dataset_name, data_root, cache_dir);
     if (images < 1 || images > dataset->size()) {
@@ -801,6 +805,7 @@ class PyModel {
   py::dict Evaluate(const std::string& dataset_name, const std::string& engine, int64_t images,
                     int batch_size, const std::string& data_root, const std::string& cache_dir,
                     bool show_progress) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     if (batch_size < 1) ThrowValueError(absl::StrCat("batch_size must be >= 1, got ", batch_size));
     if (images < 0) ThrowValueError(absl::StrCat("images must be >= 0 (0: all), got ", images));
     const BatchRunner runner = Runner(engine);
@@ -835,6 +840,7 @@ class PyModel {
   }
 
   py::array RunInt8(const py::handle& images) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     const Tensor input = Images(images);
     if (!converted_) {
       PyErr_SetString(PyExc_RuntimeError,
@@ -848,6 +854,7 @@ class PyModel {
   }
 
   py::array RunFakeQuant(const py::handle& images) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     const Tensor input = Images(images);
     const BatchRunner runner = Runner("fake_quant");
     absl::StatusOr<Tensor> out;
@@ -858,7 +865,8 @@ class PyModel {
     return ArrayFromTensor(ValueOrThrow(std::move(out)));
   }
 
-  std::string Dump(const std::string& which) const {
+  std::string Dump(const std::string& which) {
+    const std::unique_lock<std::mutex> lock = LockModel();
     if (which == "float") return graph_.Dump();
     if (which == "converted") {
       if (!converted_) {
@@ -871,6 +879,7 @@ class PyModel {
   }
 
   std::string LoweringReport() {
+    const std::unique_lock<std::mutex> lock = LockModel();
     if (!converted_) {
       PyErr_SetString(PyExc_RuntimeError, "no converted model: call quantize() first");
       throw py::error_already_set();
@@ -884,9 +893,21 @@ class PyModel {
   const std::string& name() const { return name_; }
   int64_t image_size() const { return spec_.image_size; }
   int64_t num_classes() const { return spec_.num_classes; }
-  bool quantized() const { return converted_.has_value(); }
+  bool quantized() {
+    const std::unique_lock<std::mutex> lock = LockModel();
+    return converted_.has_value();
+  }
 
  private:
+  // Serializes the methods of one Model: its engines reuse their buffers (not thread-safe) and
+  // quantize replaces the converted graph they were built from. Lock order is always mutex, then
+  // GIL: the mutex is taken with the GIL released (a thread never waits for it while holding the
+  // GIL), so a thread holding it can always get the GIL back.
+  std::unique_lock<std::mutex> LockModel() {
+    py::gil_scoped_release release;
+    return std::unique_lock<std::mutex>(mutex_);
+  }
+
   // NCHW float32 images with 3 channels; the engines check the spatial size.
   static Tensor Images(const py::handle& images) {
     Tensor t = TensorFromArray(images, "images", {DType::kFloat32}, 4, 4, Layout::kNCHW);
@@ -1010,6 +1031,7 @@ class PyModel {
   std::shared_ptr<Fp32Engine> fp32_;
   std::shared_ptr<Int8Engine> int8_;
   std::shared_ptr<Fp32Engine> fake_quant_;
+  std::mutex mutex_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@ shapes. Every random input is seeded.
 import gc
 import os
 import tempfile
+import threading
 import unittest
 import weakref
 
@@ -223,7 +224,8 @@ class BadInputTest(unittest.TestCase):
         self.assertRaisesWith(TypeError, "numpy.ndarray", qlab.quantize, [1.0, 2.0], 0.1, 0)
         self.assertRaisesWith(ValueError, "C-contiguous", qlab.fake_quantize, x.T[:, ::2], 0.1, 0)
         self.assertRaisesWith(ValueError, "rank", qlab.quantize, np.array(1.0, np.float32), 1, 0)
-        self.assertRaisesWith(ValueError, "rank", qlab.quantize, np.zeros((1,) * 9, np.float32), 1, 0)
+        self.assertRaisesWith(ValueError, "rank", qlab.quantize, np.zeros((1,) * 9, np.float32), 1,
+                              0)
         self.assertRaisesWith(ValueError, "scale", qlab.quantize, x, 0.0, 0)
         self.assertRaisesWith(ValueError, "zero_point", qlab.quantize, x, 0.1, 300)
         self.assertRaisesWith(ValueError, "dtype", qlab.quantize, x, 0.1, 0, dtype="int4")
@@ -284,6 +286,32 @@ class ModelTest(unittest.TestCase):
         # 8-bit PTQ gives, so this fails only if the flow is broken, not on rounding.
         err = np.linalg.norm(q_logits - logits) / np.linalg.norm(logits)
         self.assertLess(err, 0.1)
+
+
+class ThreadsTest(unittest.TestCase):
+
+    def test_one_model_from_several_python_threads(self):
+        # The engines reuse their buffers: calls from several threads on one Model must be
+        # serialized (they run with the GIL released), giving each caller the sequential result.
+        m = qlab.Model("resnet20", threads=1)
+        inputs = [_rng(40 + i).uniform(-1, 1, (3, 3, 32, 32)).astype(np.float32) for i in range(4)]
+        m.quantize(inputs[0], calibrator="minmax")
+        want = [(m.run_fp32(x), m.run_int8(x)) for x in inputs]
+        results = {}
+
+        def work(i):
+            for _ in range(5):
+                results[i] = (m.run_fp32(inputs[i]), m.run_int8(inputs[i]))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(4):
+            # Exact: the same engine on the same batch size computes in the same order.
+            np.testing.assert_array_equal(results[i][0], want[i][0])
+            np.testing.assert_array_equal(results[i][1], want[i][1])
 
 
 if __name__ == "__main__":

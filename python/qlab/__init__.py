@@ -11,7 +11,8 @@ C-contiguous raises ValueError (use ``numpy.ascontiguousarray``). Inputs are use
 copied: qlab's C++ views the array's memory and holds a reference to it for as long as it needs
 it (only an array misaligned for its dtype, e.g. from ``np.frombuffer(buf, offset=1)``, is
 copied). Results are numpy arrays over qlab's own result memory, also without a copy. Do not
-write to an input array from another thread while a qlab call runs on it. Errors from qlab arrive
+write to an input array from another thread while a qlab call runs on it. (qconv2d documents
+the two cases where it copies: int8 input and groups > 1.) Errors from qlab arrive
 as Python exceptions carrying qlab's message:
 
     ValueError   invalid argument (bad spec, range, axis, shape, NaN in calibration data ...)
@@ -89,7 +90,7 @@ def ptq(config):
 
 
 def quantize(x, scale, zero_point, dtype="int8", quant_min=None, quant_max=None, axis=None):
-    """Quantizes float32 ``x``: ``q = clamp(round_half_even(x * (1/scale)) + zero_point, min, max)``.
+    """Quantizes float32 ``x``: ``q = clamp(round_half_even(x * (1/scale)) + zp, min, max)``.
 
     Args:
       x: C-contiguous float32 numpy array (any rank >= 1).
@@ -116,8 +117,8 @@ def dequantize(q, scale, zero_point, quant_min=None, quant_max=None, axis=None):
 def fake_quantize(x, scale, zero_point, quant_min=-128, quant_max=127, axis=None):
     """Quantize-then-dequantize float32 ``x`` in float32, like PyTorch's fake_quantize.
 
-    ``(clamp(round_half_even(x * (1/scale)) + zero_point, quant_min, quant_max) - zero_point) * scale``
-    in float32
+    ``(clamp(round_half_even(x * (1/scale)) + zero_point, quant_min, quant_max) - zero_point)
+    * scale`` in float32
     -- bit-identical to ``torch.fake_quantize_per_tensor_affine`` (``axis=None``) and
     ``torch.fake_quantize_per_channel_affine`` (``axis`` given). Any range within +-2^24 works
     (4-bit, 2-bit ...).
@@ -128,7 +129,7 @@ def fake_quantize(x, scale, zero_point, quant_min=-128, quant_max=127, axis=None
 _OUTPUT_STAGE_DOC = """
     Output stage (kernels/qgemm/output_stage.h), per output element with n its output channel::
 
-        acc = sum_k (a - a_zero_point) * b            exact int32 (int64-safe: K <= 65536)
+        acc = sum_k (a - a_zero_point) * b            exact in int32 (K <= 65536)
         acc += bias[n]                                when bias is given
         out_dtype="int32":   y = acc                  (multiplier must be None)
         out_dtype="float32": y = float32(acc) * multiplier[n]   (multiplier = a_scale*b_scale[n])
