@@ -44,7 +44,9 @@ struct LsqBlockArgs {
 // The LSQ backward's per-element loop is compiled twice, for the baseline x86-64 ISA and for
 // x86-64-v3 (AVX2, FMA), chosen at load time. The fake_quant_grad_baseline_test target defines
 // QLAB_LSQ_BASELINE_ONLY so that the baseline code is tested on machines that have FMA too.
-#if defined(__x86_64__) && !defined(QLAB_LSQ_BASELINE_ONLY)
+// Not under ThreadSanitizer: GCC instruments the clones' ifunc resolver, which the dynamic loader
+// runs before the TSan runtime exists (every binary linking this crashed at load).
+#if defined(__x86_64__) && !defined(QLAB_LSQ_BASELINE_ONLY) && !defined(__SANITIZE_THREAD__)
 #define QLAB_LSQ_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define QLAB_LSQ_TARGET_CLONES
