@@ -1141,6 +1141,11 @@ class Importer {
     for (const std::string& name : n.input()) {
       in.push_back(name.empty() ? nullptr : Lookup(name)->constant);
     }
+    // The data input (every input, for Concat) is required; trailing ones may be omitted.
+    if (in.empty() || in[0] == nullptr ||
+        (op == "Concat" && std::find(in.begin(), in.end(), nullptr) != in.end())) {
+      return Invalid(Describe(n, index_), ": a required input is missing");
+    }
     Constant out;
     const std::string what = absl::StrCat(Describe(n, index_), " output");
     if (op == "ConstantOfShape") {

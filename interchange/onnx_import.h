@@ -26,7 +26,9 @@
 //           Conv / AveragePool / MaxPool reading it when that is exact (a MaxPool only when its
 //           input is a Relu's or Sigmoid's output, i.e. never negative), else InvalidArgument
 //   Identity, Dropout (inference) -> no node (the consumer reads the input)
-//   Constant -> a constant (as initializers are)
+//   Constant -> a constant (as initializers are); ConstantOfShape, Transpose, Cast, Unsqueeze,
+//           Squeeze, and Concat / Reshape / Slice whose inputs are all integer constants are
+//           evaluated at import (PyTorch exports F.pad's widths as such a computation)
 // Anything qlab's graph cannot express exactly is InvalidArgument naming the ONNX node. All
 // unsupported op types are reported in one error, each with the names of its nodes.
 //
