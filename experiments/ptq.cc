@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -74,11 +75,10 @@ absl::Status ValidateConfig(const PtqConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("timing_runs must be >= 0, got ", c.timing_runs));
   }
-  for (const auto& [what, bits] : {std::pair{"weight_bits", c.weight_bits},
-                                    std::pair{"activation_bits", c.activation_bits}}) {
+  for (const auto& [what, bits] :
+       {std::pair{"weight_bits", c.weight_bits}, std::pair{"activation_bits", c.activation_bits}}) {
     if (bits < 2 || bits > 8) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " must be in [2, 8], got ", bits));
+      return absl::InvalidArgumentError(absl::StrCat(what, " must be in [2, 8], got ", bits));
     }
   }
   if (!c.activation_scheme.empty() && c.activation_scheme != "affine" &&
@@ -298,6 +298,25 @@ absl::StatusOr<nlohmann::json> TimeRunner(const BatchRunner& runner, int64_t bat
 
 // `graph` on the configured engine. The FP32 engine is compiled once and shared by the calls
 // (it is not thread-safe, and Evaluate calls the runner from one thread).
+// `graph` written as ONNX to `path` (never replacing a file; the config as the model's
+// doc_string), and the record's entry for it: what a later reader needs to find the file and to
+// tell whether it is still the one this run wrote.
+absl::StatusOr<nlohmann::json> ExportOnnxRecorded(const Graph& graph, const std::string& name,
+                                                  const PtqConfig& config,
+                                                  const std::string& path) {
+  ExportOptions options;
+  options.model_name = name;
+  options.doc_string = config.ToJson().dump();
+  QLAB_RETURN_IF_ERROR(ExportOnnxFile(graph, options, path));
+  QLAB_ASSIGN_OR_RETURN(const std::string sha256, Sha256File(path));
+  std::error_code error;
+  const uintmax_t bytes = std::filesystem::file_size(path, error);
+  return nlohmann::json{{"path", path},
+                        {"sha256", sha256},
+                        {"bytes", error ? 0 : static_cast<int64_t>(bytes)},
+                        {"format", "onnx opset 13 (interchange/onnx_export.h)"}};
+}
+
 absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& config) {
   if (config.engine == "reference") {
     return BatchRunner([&graph](const Tensor& images) -> absl::StatusOr<Tensor> {
@@ -590,11 +609,18 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   const double calib_seconds = SecondsSince(calib_start);
   QLAB_ASSIGN_OR_RETURN(const Graph converted, Convert(prepared));
   QLAB_ASSIGN_OR_RETURN(nlohmann::json qparams, QParamsSummary(prepared));
+  // Exported before the (long) evaluation, so that an existing file fails the run at once.
+  nlohmann::json exports = nlohmann::json::object();
   if (!resolved.export_onnx.empty()) {
-    ExportOptions onnx;
-    onnx.model_name = absl::StrCat(spec.name, "_", resolved.quantizer);
-    onnx.doc_string = resolved.ToJson().dump();
-    QLAB_RETURN_IF_ERROR(ExportOnnxFile(converted, onnx, resolved.export_onnx));
+    QLAB_ASSIGN_OR_RETURN(
+        exports["onnx"],
+        ExportOnnxRecorded(converted, absl::StrCat(spec.name, "_", resolved.quantizer), resolved,
+                           resolved.export_onnx));
+  }
+  if (!resolved.export_onnx_fp32.empty()) {
+    QLAB_ASSIGN_OR_RETURN(exports["onnx_fp32"],
+                          ExportOnnxRecorded(model, absl::StrCat(spec.name, "_fp32"), resolved,
+                                             resolved.export_onnx_fp32));
   }
 
   // Evaluate.
@@ -659,7 +685,7 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   timing["total_seconds"] = SecondsSince(run_start);
 
   const auto& classes = eval_set.class_names();
-  return nlohmann::json{
+  nlohmann::json record{
       {"config", resolved.ToJson()},
       {"inputs",
        {{"weights_sha256", weights_sha256},
@@ -684,6 +710,24 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
         {"quantized_parameter_bytes", ParameterBytes(converted)}}},
       {"timing", timing},
   };
+  if (!exports.empty()) record["exports"] = std::move(exports);
+  return record;
+}
+
+std::string OnnxExportPath(const std::string& flag, const std::string& out,
+                           const std::string& model, bool several_models) {
+  if (flag.empty() || flag == "false" || flag == "0") return "";
+  if (flag == "true" || flag == "1") return absl::StrCat(out, "/", model, ".onnx");
+  if (absl::string_view stem = flag; absl::ConsumeSuffix(&stem, ".onnx")) {
+    return several_models ? absl::StrCat(stem, "_", model, ".onnx") : flag;
+  }
+  return absl::StrCat(absl::StripSuffix(flag, "/"), "/", model, ".onnx");
+}
+
+std::string OnnxFp32Path(const std::string& onnx_path) {
+  absl::string_view stem = onnx_path;
+  absl::ConsumeSuffix(&stem, ".onnx");
+  return absl::StrCat(stem, "_fp32.onnx");
 }
 
 absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
@@ -702,10 +746,10 @@ absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
       return absl::InvalidArgumentError(absl::StrCat(what, ": empty layer name"));
     }
     if (!entry.is_string() || entry.get<std::string>().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, "[\"", key,
-          "\"]: expected \"float\", \"default\", \"8bit\" or a calibrator spec, got ",
-          entry.dump()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "[\"", key,
+                       "\"]: expected \"float\", \"default\", \"8bit\" or a calibrator spec, got ",
+                       entry.dump()));
     }
     overrides[key] = entry.get<std::string>();
   }
@@ -757,6 +801,8 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
       s = text(c.engine);
     else if (key == "export_onnx")
       s = text(c.export_onnx);
+    else if (key == "export_onnx_fp32")
+      s = text(c.export_onnx_fp32);
     else if (key == "weight_bits")
       s = integer(c.weight_bits);
     else if (key == "activation_bits")
@@ -783,7 +829,7 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("unknown PTQ config key \"", key, "\"; known: ", PtqConfig().ToJson().dump(),
-                       " and data_root, cache_dir, export_onnx, show_progress"));
+                       " and data_root, cache_dir, export_onnx, export_onnx_fp32, show_progress"));
     }
     QLAB_RETURN_IF_ERROR(s);
   }

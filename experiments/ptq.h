@@ -3,7 +3,8 @@
 // RunPtq builds a model from its weight file, folds batch norm, annotates it with a backend
 // quantizer, calibrates on a seeded subset of the training images, converts to the Q/DQ
 // reference model, evaluates FP32 and fake-quant (and, once lowering exists, int8) on the test
-// images, times the engines and returns one JSON record:
+// images, times the engines and returns one JSON record (and, on request, writes the converted
+// model as ONNX):
 //
 //   config       every setting that decides the numbers (model, weights, quantizer,
 //                calibrator, granularity, image counts, seeds, batch size)
@@ -12,6 +13,7 @@
 //   results      accuracies, per-class accuracy, prediction agreement, per-layer qparams,
 //                per-layer quantization error (SQNR of each quantized conv/linear output)
 //   model_size   parameter bytes FP32 vs quantized
+//   exports      the ONNX files written (path, sha256, bytes), when export_onnx was set
 //   timing       every wall-clock number (the only part that differs between identical runs)
 //
 // `bazel run //experiments:ptq` (ptq_main.cc) is the command-line front; sweeps and the
@@ -21,8 +23,8 @@
 
 #include <cstdint>
 #include <map>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -71,8 +73,11 @@ struct PtqConfig {
   // "reference": both on the plain-loop interpreter (slow; the oracle, for cross-checks).
   std::string engine = "fast";
   // When set, the converted (Q/DQ) model is also written there as ONNX (interchange/), for ONNX
-  // Runtime or TensorRT; an existing file is never replaced.
+  // Runtime or TensorRT; an existing file is never replaced (AlreadyExists, before evaluation).
+  // The record's "exports" section names each written file with its sha256.
   std::string export_onnx;
+  // When set, the FP32 model (batch norm folded, as calibrated) is written there as ONNX too.
+  std::string export_onnx_fp32;
   int threads = 2;
   bool show_progress = true;
 
@@ -107,9 +112,20 @@ std::string ImageListDigest(const data::Dataset& dataset, const std::vector<int6
 absl::StatusOr<std::map<std::string, std::string>> LayerOverridesFromJson(
     const nlohmann::json& value, const std::string& what);
 
+// Where `ptq --export_onnx=<flag>` writes `model`'s converted graph ("" for no export):
+//   "", "false", "0"        no export
+//   "true", "1"             <out>/<model>.onnx, beside the record
+//   a path ending in .onnx  that file; with several models, <stem>_<model>.onnx
+//   anything else           a folder: <flag>/<model>.onnx
+// `flag` paths are used as given (the caller resolves relative ones). The FP32 export goes beside
+// it with "_fp32" before the extension (OnnxFp32Path).
+std::string OnnxExportPath(const std::string& flag, const std::string& out,
+                           const std::string& model, bool several_models);
+std::string OnnxFp32Path(const std::string& onnx_path);
+
 // A PtqConfig from a JSON object whose keys are PtqConfig's field names (as ToJson writes them,
-// plus data_root, cache_dir, export_onnx, show_progress); absent keys keep their defaults.
-// InvalidArgument naming the key for an unknown key or a value of the wrong type.
+// plus data_root, cache_dir, export_onnx, export_onnx_fp32, show_progress); absent keys keep their
+// defaults. InvalidArgument naming the key for an unknown key or a value of the wrong type.
 absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value);
 
 // The record without its "timing" section: what must be byte-identical between two runs of the

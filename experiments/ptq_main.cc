@@ -3,12 +3,15 @@
 //   bazel run //experiments:ptq                         # ResNet20 and ResNet56, shared data
 //   bazel run //experiments:ptq -- --model=resnet20 --quantizer=x86 --calibrator=entropy
 //   bazel run //experiments:ptq -- --model=resnet56 --eval_images=2000 --out=runs/r56
+//   bazel run //experiments:ptq -- --model=resnet20 --quantizer=x86 --export_onnx
 //
 // For each model: calibrate on a seeded subset of the CIFAR-10 training images, convert, lower to
 // the int8 kernels, evaluate FP32, fake-quant and int8 on the test images, write <out>/<model>.json
-// (refusing to overwrite) and append a summary line to <out>/summary.csv. Same flags and seeds give
-// the same records apart from their "timing" sections.
+// (refusing to overwrite) and append a summary line to <out>/summary.csv. With --export_onnx, also
+// the converted model as ONNX (by default <out>/<model>.onnx; see the flag). Same flags and seeds
+// give the same records apart from their "timing" sections.
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -58,8 +61,18 @@ ABSL_FLAG(std::string, out, "",
           "output folder (relative paths are under the workspace when run with bazel run); "
           "default: a new results/ptq/run-<N>");
 ABSL_FLAG(bool, overwrite, false, "replace existing records in --out");
-ABSL_FLAG(bool, export_onnx, false,
-          "also write each converted model as <out>/<model>.onnx (QuantizeLinear/DequantizeLinear)");
+ABSL_FLAG(std::string, export_onnx, "",
+          "also write each converted model as ONNX (QuantizeLinear/DequantizeLinear, opset 13): "
+          "true (or a bare --export_onnx) writes <out>/<model>.onnx beside the record; a path "
+          "ending in .onnx writes that file (<stem>_<model>.onnx when several models run); any "
+          "other value is a folder receiving <model>.onnx. Relative paths are under the "
+          "workspace. An existing file is never replaced (not even with --overwrite); the record's "
+          "\"exports\" section names each file with its sha256");
+ABSL_FLAG(bool, export_onnx_fp32, false,
+          "with --export_onnx, also write the FP32 model (batch norm folded) beside each "
+          "converted one, as <name>_fp32.onnx");
+ABSL_FLAG(std::string, cache_dir, "",
+          "where the training archive is extracted once; default: <workspace>/.cache");
 
 namespace qlab::experiments {
 namespace {
@@ -81,11 +94,20 @@ absl::Status Main() {
                           LayerOverridesFromJson(value, absl::StrCat("--layer_config=", file)));
   }
   const std::string out = ResolveOut(absl::GetFlag(FLAGS_out));
+  std::string export_flag = absl::GetFlag(FLAGS_export_onnx);
+  if (export_flag != "true" && export_flag != "1" && export_flag != "false" && export_flag != "0" &&
+      !export_flag.empty()) {
+    export_flag = UnderWorkspace(export_flag);
+  }
+  if (export_flag.empty() && absl::GetFlag(FLAGS_export_onnx_fp32)) {
+    return absl::InvalidArgumentError("--export_onnx_fp32 needs --export_onnx");
+  }
   for (const std::string& model : models) {
     PtqConfig config;
     config.model = model;
     config.weights = absl::GetFlag(FLAGS_weights);
     config.data_root = absl::GetFlag(FLAGS_data_root);
+    config.cache_dir = absl::GetFlag(FLAGS_cache_dir);
     config.quantizer = absl::GetFlag(FLAGS_quantizer);
     config.calibrator = absl::GetFlag(FLAGS_calibrator);
     config.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
@@ -102,14 +124,25 @@ absl::Status Main() {
     config.engine = absl::GetFlag(FLAGS_engine);
     config.threads = absl::GetFlag(FLAGS_threads);
     const std::string record_path = absl::StrCat(out, "/", model, ".json");
-    if (absl::GetFlag(FLAGS_export_onnx)) {
-      std::error_code error;
-      std::filesystem::create_directories(out, error);  // the exporter writes beside the record
-      config.export_onnx = absl::StrCat(out, "/", model, ".onnx");
+    config.export_onnx = OnnxExportPath(export_flag, out, model, models.size() > 1);
+    if (!config.export_onnx.empty() && absl::GetFlag(FLAGS_export_onnx_fp32)) {
+      config.export_onnx_fp32 = OnnxFp32Path(config.export_onnx);
     }
     if (!absl::GetFlag(FLAGS_overwrite) && FileExists(record_path)) {
       return absl::AlreadyExistsError(
           absl::StrCat(record_path, " exists: choose another --out or pass --overwrite"));
+    }
+    for (const std::string& path : {config.export_onnx, config.export_onnx_fp32}) {
+      if (path.empty()) continue;
+      // Checked here too (RunPtq would refuse after calibrating) to fail before any work.
+      if (FileExists(path)) {
+        return absl::AlreadyExistsError(
+            absl::StrCat(path,
+                         " exists: ONNX exports are never replaced; choose another "
+                         "--export_onnx or --out"));
+      }
+      std::error_code error;
+      std::filesystem::create_directories(std::filesystem::path(path).parent_path(), error);
     }
     QLAB_ASSIGN_OR_RETURN(const nlohmann::json record, RunPtq(config));
     QLAB_RETURN_IF_ERROR(WriteJsonFile(record_path, record, absl::GetFlag(FLAGS_overwrite)));
@@ -147,7 +180,16 @@ absl::Status Main() {
 }  // namespace qlab::experiments
 
 int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
+  // A bare --export_onnx (no value) means true, as for a boolean flag; Abseil requires a value
+  // for a string flag.
+  std::vector<char*> args(argv, argv + argc);
+  static char export_true[] = "--export_onnx=true";
+  for (char*& arg : args) {
+    if (std::strcmp(arg, "--export_onnx") == 0 || std::strcmp(arg, "-export_onnx") == 0) {
+      arg = export_true;
+    }
+  }
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (const absl::Status s = qlab::experiments::Main(); !s.ok()) {
     std::fprintf(stderr, "ptq: %s\n", std::string(s.message()).c_str());
     return 1;
