@@ -6,10 +6,11 @@
 // "Without the allocation" is measured: this test binary replaces the global operator new with
 // one that records the largest single request (everything the parsers allocate goes through
 // std::string, std::vector and nlohmann::json, hence operator new), and each case bounds that
-// largest request by a small multiple of the input's real size. Allocations made with malloc
-// inside C libraries (libzip, zlib, OpenCV) are not seen by this counter; for OpenCV's decoder
-// the case below bounds the process's peak resident memory instead. Under `--config=asan` an
-// attempted allocation of 2^60 bytes would also abort the test (allocator_may_return_null=0).
+// largest request by 4 MB, far below every claimed size. Allocations made with malloc
+// inside C libraries (libzip, zlib, OpenCV; protobuf's arenas) are not seen by this counter; for
+// OpenCV's decoder the case below bounds the process's peak resident memory instead. Under
+// `--config=asan` an attempted allocation of 2^60 bytes would also abort the test
+// (allocator_may_return_null=0).
 #include <sys/resource.h>
 #include <zlib.h>
 
@@ -28,6 +29,7 @@
 #include "calibration/registry.h"
 #include "experiments/sweep.h"
 #include "gtest/gtest.h"
+#include "interchange/onnx_import.h"
 #include "models/data/dataset.h"
 #include "models/data/image.h"
 #include "models/data/tar_gz.h"
@@ -468,6 +470,55 @@ TEST(AllocationBoundsTest, SweepRunsSharingARecordNameAreRefused) {
                                "calibrators": ["percentile:99.99", "percentile_99.99"]})"),
                absl::StatusCode::kInvalidArgument,
                "would share the record name resnet20-xnnpack-per_channel-backend-percentile_99.99");
+}
+
+// --- ONNX ---------------------------------------------------------------------------------
+
+// Protobuf wire format by hand (tag = field << 3 | wire type), so the test needs no generated code.
+std::string Varint(uint64_t v) {
+  std::string out;
+  do {
+    out += static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
+    v >>= 7;
+  } while (v != 0);
+  return out;
+}
+std::string VarintField(int field, uint64_t v) { return Varint(field << 3) + Varint(v); }
+std::string BytesField(int field, const std::string& bytes) {
+  return Varint((field << 3) | 2) + Varint(bytes.size()) + bytes;
+}
+
+// ModelProto {ir_version 8, opset_import {version 13}, graph {initializer {dims, FLOAT, "w",
+// raw_data}}}: one initializer is enough, the importer decodes every initializer up front.
+std::string OnnxModelWithInitializer(const std::vector<int64_t>& dims, const std::string& raw) {
+  std::string tensor;
+  for (int64_t d : dims) tensor += VarintField(1, static_cast<uint64_t>(d));  // dims
+  tensor += VarintField(2, 1);                                                // data_type FLOAT
+  tensor += BytesField(8, "w");                                               // name
+  tensor += BytesField(9, raw);                                               // raw_data
+  const std::string graph = BytesField(5, tensor) + BytesField(2, "g");       // initializer, name
+  return VarintField(1, 8) + BytesField(8, VarintField(2, 13)) + BytesField(7, graph);
+}
+
+TEST(AllocationBoundsTest, OnnxInitializerOf2Pow60Elements) {
+  absl::Status status;
+  EXPECT_LT(LargestRequestDuring([&] {
+              status = ImportOnnx(OnnxModelWithInitializer({k2Pow60}, "abcd"), {}).status();
+            }),
+            kSmallAllocation);
+  ExpectStatus(status, absl::StatusCode::kInvalidArgument,
+               "initializer \"w\" has dims [1152921504606846976]");
+}
+
+TEST(AllocationBoundsTest, OnnxInitializerInsideTheLimitWithFourBytesOfData) {
+  // 2^26 floats (256 MB, within max_tensor_elements) declared; raw_data holds 4 bytes.
+  absl::Status status;
+  EXPECT_LT(LargestRequestDuring([&] {
+              status =
+                  ImportOnnx(OnnxModelWithInitializer({int64_t{1} << 26}, "abcd"), {}).status();
+            }),
+            kSmallAllocation);
+  ExpectStatus(status, absl::StatusCode::kInvalidArgument, "4 bytes of raw_data");
 }
 
 // --- Images (OpenCV) ----------------------------------------------------------------------

@@ -10,10 +10,14 @@
 #
 # Run from the workspace root. QLAB_FUZZ_OUTPUT_BASE overrides the output base
 # ($HOME/.cache/qlab-fuzz): it must never be the shared default one (tests/fuzz/README.md).
+# QLAB_FUZZ_BAZEL_STARTUP adds Bazel startup options (CI: "--max_idle_secs=60", so that the fuzz
+# output base's server does not outlive the job).
 set -u -o pipefail
 
 SECONDS_PER_TARGET="${1:-5}"
 OUTPUT_BASE="${QLAB_FUZZ_OUTPUT_BASE:-$HOME/.cache/qlab-fuzz}"
+# shellcheck disable=SC2206  # word splitting of the startup options is intended
+STARTUP=(--output_base="$OUTPUT_BASE" ${QLAB_FUZZ_BAZEL_STARTUP:-})
 # Highway's AVX3_DL target does not compile with clang 14 in kernels/ (a function-level
 # target("avx512vnni") attribute drops the features Highway's pragma adds); the kernels are not
 # what is fuzzed, so they are built without that one target here.
@@ -40,11 +44,11 @@ fi
 
 labels=()
 for entry in "${TARGETS[@]}"; do labels+=("//tests/fuzz:${entry%%:*}_fuzzer"); done
-if ! bazel --output_base="$OUTPUT_BASE" build "${BAZEL_FLAGS[@]}" "${labels[@]}"; then
+if ! bazel "${STARTUP[@]}" build "${BAZEL_FLAGS[@]}" "${labels[@]}"; then
   echo "fuzz smoke: BUILD FAILED"
   exit 1
 fi
-bin="$(bazel --output_base="$OUTPUT_BASE" info "${BAZEL_FLAGS[@]}" bazel-bin 2>/dev/null)/tests/fuzz"
+bin="$(bazel "${STARTUP[@]}" info "${BAZEL_FLAGS[@]}" bazel-bin 2>/dev/null)/tests/fuzz"
 
 scratch="$(mktemp -d /tmp/qlab-fuzz-smoke.XXXXXX)"
 failed=0
