@@ -970,7 +970,9 @@ class Importer {
       }
       a.begin[axis] = begin;
       a.end[axis] = end;
-      a.step[axis] = steps[i];
+      // A step beyond the axis length takes the first element only, as a step of the axis
+      // length does; clamped, later shape arithmetic cannot overflow on steps near INT64_MAX.
+      a.step[axis] = std::min(steps[i], dim);
     }
     return Emit(n, OpKind::kStridedSlice, {x}, a).status();
   }
@@ -1279,9 +1281,13 @@ class Importer {
       out.dims = data.dims;
       for (size_t i = 0; i < starts.size(); ++i) {
         QLAB_ASSIGN_OR_RETURN(const int64_t axis, Axis(n, axes[i], rank));
-        const int64_t dim = data.dims[axis], st = steps[i];
-        if (st == 0) return Invalid(Describe(n, index_), ": step 0");
+        const int64_t dim = data.dims[axis];
+        if (steps[i] == 0) return Invalid(Describe(n, index_), ": step 0");
         if (dim == 0) continue;  // an empty axis stays empty
+        // A step longer than the axis selects at most one element, as a step of exactly the
+        // axis length does; clamping keeps the count and offset arithmetic below from
+        // overflowing on hostile steps such as INT64_MAX or INT64_MIN.
+        const int64_t st = std::clamp(steps[i], -dim, dim);
         // ONNX Slice: negatives count from the end, then clamp ([0, dim] forwards,
         // [-1, dim - 1] backwards).
         const auto resolve = [dim](int64_t v, int64_t lo, int64_t hi) {

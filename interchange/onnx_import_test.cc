@@ -522,6 +522,46 @@ TEST(OnnxImportOps, NegativeSliceBoundsCountFromTheEnd) {
   EXPECT_EQ(g->node(g->outputs()[0]).shape, (Shape{1, 3, 6, 2}));
 }
 
+// Found by //tests/fuzz:onnx_import_fuzzer (UBSan: signed overflow in the count of a folded
+// integer Slice with a step near INT64_MAX). Steps longer than the axis select its first
+// element, in the folded integer arithmetic and in a Slice of the activation alike.
+TEST(OnnxImportOps, HugeSliceStepsTakeOneElement) {
+  ModelBuilder b({1, 4, 6, 6});
+  b.Int64s("table", {1, 7, 9});
+  b.Int64s("zero", {0});
+  b.Int64s("three", {3});
+  b.Int64s("huge_step", {INT64_MAX});
+  b.Node("Slice", {"table", "zero", "three", "zero", "huge_step"}, "starts", "fold_slice");
+  b.Int64s("ends", {INT64_MAX});
+  b.Int64s("axes", {2});
+  b.Node("Slice", {"x", "starts", "ends", "axes", "huge_step"}, "y");
+  b.Output("y");
+  const absl::StatusOr<Graph> g = b.Import();
+  ASSERT_TRUE(g.ok()) << g.status();
+  // starts = table[0::huge] = {1}; H: 1.. by a step longer than H -> the single row 1.
+  const auto& a = g->node(g->outputs()[0]).attr<StridedSliceAttrs>();
+  EXPECT_EQ(a.begin[2], 1);
+  EXPECT_EQ(g->node(g->outputs()[0]).shape, (Shape{1, 4, 1, 6}));
+
+  ModelBuilder negative({1, 4, 6, 6});
+  negative.Int64s("table", {1, 7, 2});
+  negative.Int64s("last", {-1});
+  negative.Int64s("before_first", {INT64_MIN});
+  negative.Int64s("zero", {0});
+  negative.Int64s("min_step", {INT64_MIN});
+  negative.Node("Slice", {"table", "last", "before_first", "zero", "min_step"}, "starts",
+                "fold_slice");
+  negative.Int64s("ends", {INT64_MAX});
+  negative.Int64s("axes", {2});
+  negative.Node("Slice", {"x", "starts", "ends", "axes"}, "y");
+  negative.Output("y");
+  const absl::StatusOr<Graph> h = negative.Import();
+  ASSERT_TRUE(h.ok()) << h.status();
+  // starts = table[-1::INT64_MIN] = {2} (the last element only); H: rows 2..5.
+  EXPECT_EQ(h->node(h->outputs()[0]).attr<StridedSliceAttrs>().begin[2], 2);
+  EXPECT_EQ(h->node(h->outputs()[0]).shape, (Shape{1, 4, 4, 6}));
+}
+
 TEST(OnnxImportOps, DropoutMaskInUseIsRejected) {
   ModelBuilder b({1, 4});
   onnx::NodeProto* d = b.Node("Dropout", {"x"}, "y", "drop");
