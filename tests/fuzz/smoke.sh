@@ -37,6 +37,11 @@ TARGETS=(
   onnx_import:onnx
 )
 
+# Targets with known, reported, unfixed crashes (tests/fuzz/README.md, "Crashes found"): a failure
+# is printed but does not fail the run, since whether five seconds reach the input is luck. Remove
+# a target from this list when its fix lands.
+KNOWN_FAILING=" onnx_import "
+
 if [[ ! -f tests/fuzz/BUILD ]]; then
   echo "smoke.sh: run from the qlab workspace root" >&2
   exit 2
@@ -52,6 +57,7 @@ bin="$(bazel "${STARTUP[@]}" info "${BAZEL_FLAGS[@]}" bazel-bin 2>/dev/null)/tes
 
 scratch="$(mktemp -d /tmp/qlab-fuzz-smoke.XXXXXX)"
 failed=0
+keep=0
 for entry in "${TARGETS[@]}"; do
   target="${entry%%:*}"
   dict="${entry#*:}"
@@ -69,11 +75,17 @@ for entry in "${TARGETS[@]}"; do
   if [[ $rc -eq 0 ]]; then
     printf 'fuzz smoke: %-22s ok      %8s runs  %s\n' "$target" "${runs:-?}" "${cov:-cov: ?}"
   else
-    failed=1
     summary="$(grep -m 1 -E '^SUMMARY|ERROR: libFuzzer|deadly signal' "$log")"
-    printf 'fuzz smoke: %-22s FAILED  rc=%d  %s (log and input: %s)\n' "$target" "$rc" \
+    if [[ "$KNOWN_FAILING" == *" $target "* ]]; then
+      status="FAILED (known crash, not counted)"
+      keep=1
+    else
+      status="FAILED"
+      failed=1
+    fi
+    printf 'fuzz smoke: %-22s %s  rc=%d  %s (log and input: %s)\n' "$target" "$status" "$rc" \
       "${summary:-see log}" "$scratch/$target"
   fi
 done
-if [[ $failed -eq 0 ]]; then rm -rf "$scratch"; fi
+if [[ $failed -eq 0 && $keep -eq 0 ]]; then rm -rf "$scratch"; fi
 exit "$failed"
