@@ -776,8 +776,24 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
       return absl::OkStatus();
     };
     const auto integer = [&](auto& field) -> absl::Status {
+      using Field = std::decay_t<decltype(field)>;
       if (!v.is_number_integer()) return wrong("an integer");
-      field = v.get<std::decay_t<decltype(field)>>();
+      // The value must fit the field: get<> would narrow silently ("weight_bits": 2^32 + 8 read
+      // as 8, "calib_seed": -1 as 2^64 - 1), running another configuration than the one written.
+      // nlohmann stores parsed non-negative integers unsigned and negative ones signed.
+      constexpr uint64_t kMax = static_cast<uint64_t>(std::numeric_limits<Field>::max());
+      const bool fits =
+          v.is_number_unsigned()  ? v.get<uint64_t>() <= kMax
+          : v.get<int64_t>() >= 0 ? static_cast<uint64_t>(v.get<int64_t>()) <= kMax
+                                  : std::is_signed_v<Field> &&
+                                        v.get<int64_t>() >=
+                                            static_cast<int64_t>(std::numeric_limits<Field>::min());
+      if (!fits) {
+        return wrong(absl::StrCat("an integer in [", std::numeric_limits<Field>::min(), ", ",
+                                  std::numeric_limits<Field>::max(), "]")
+                         .c_str());
+      }
+      field = v.get<Field>();
       return absl::OkStatus();
     };
     absl::Status s;

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
@@ -470,6 +471,27 @@ TEST(AllocationBoundsTest, SweepRunsSharingARecordNameAreRefused) {
                                "calibrators": ["percentile:99.99", "percentile_99.99"]})"),
                absl::StatusCode::kInvalidArgument,
                "would share the record name resnet20-xnnpack-per_channel-backend-percentile_99.99");
+}
+
+TEST(AllocationBoundsTest, PtqConfigIntegersMustFitTheirField) {
+  const auto status = [](const char* text) {
+    return experiments::PtqConfigFromJson(nlohmann::json::parse(text)).status();
+  };
+  // Used to be read as 8 (int narrowing) and as 2^64 - 1 (uint64 from a negative number).
+  ExpectStatus(status(R"({"weight_bits": 4294967304})"), absl::StatusCode::kInvalidArgument,
+               "\"weight_bits\": expected an integer in [-2147483648, 2147483647]");
+  ExpectStatus(status(R"({"calib_seed": -1})"), absl::StatusCode::kInvalidArgument,
+               "\"calib_seed\": expected an integer in [0, 18446744073709551615]");
+  ExpectStatus(status(R"({"eval_images": 9223372036854775808})"),
+               absl::StatusCode::kInvalidArgument, "\"eval_images\"");
+  // The extremes of each field's range are accepted as they are.
+  const auto config = experiments::PtqConfigFromJson(nlohmann::json::parse(
+      R"({"calib_seed": 18446744073709551615, "eval_images": -9223372036854775808,
+          "batch_size": -2147483648})"));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->calib_seed, std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(config->eval_images, std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(config->batch_size, std::numeric_limits<int>::min());
 }
 
 // --- ONNX ---------------------------------------------------------------------------------
