@@ -1353,11 +1353,14 @@ class Importer {
   }
 
   // out.ints[i] = data.ints[base[0] + sum_d index_d * offset_step[d]] over out.dims (row-major).
-  static absl::StatusOr<Constant> Gather(const Constant& data, Constant out,
-                                         const std::vector<int64_t>& base,
-                                         const std::vector<int64_t>& offset_step) {
-    int64_t total = 1;
-    for (int64_t d : out.dims) total *= d;
+  // Folding is fed by hostile files: the output size is checked before anything is reserved,
+  // and every read against the data actually held (found by the onnx_import fuzzer: a mutated
+  // Slice / Reshape chain reached here with dims whose product wrapped around).
+  absl::StatusOr<Constant> Gather(const Constant& data, Constant out,
+                                  const std::vector<int64_t>& base,
+                                  const std::vector<int64_t>& offset_step) const {
+    const std::string what = absl::StrCat(Describe(g_.node(index_), index_), " output");
+    QLAB_ASSIGN_OR_RETURN(const int64_t total, CheckedElements(out.dims, kMaxFoldedElements, what));
     const size_t rank = out.dims.size();
     std::vector<int64_t> index(rank, 0);
     out.ints.clear();
@@ -1366,6 +1369,10 @@ class Importer {
     for (int64_t i = 0; i < total; ++i) {
       int64_t offset = start;
       for (size_t d = 0; d < rank; ++d) offset += index[d] * offset_step[d];
+      if (offset < 0 || offset >= static_cast<int64_t>(data.ints.size())) {
+        return Invalid(what, " reads element ", offset, " of an input holding ",
+                       data.ints.size(), " (dims ", DimsString(data.dims), ")");
+      }
       out.ints.push_back(data.ints[static_cast<size_t>(offset)]);
       for (int d = static_cast<int>(rank) - 1; d >= 0; --d) {
         if (++index[d] < out.dims[d]) break;
