@@ -40,7 +40,7 @@ TARGETS=(
 # Targets with known, reported, unfixed crashes (tests/fuzz/README.md, "Crashes found"): a failure
 # is printed but does not fail the run, since whether five seconds reach the input is luck. Remove
 # a target from this list when its fix lands.
-KNOWN_FAILING=" onnx_import "
+KNOWN_FAILING=" "
 
 if [[ ! -f tests/fuzz/BUILD ]]; then
   echo "smoke.sh: run from the qlab workspace root" >&2
