@@ -371,7 +371,10 @@ HWY_INLINE void StoreRowFromMemory(const GemmArgs& g, const PanelStage& ps, size
 #if HWY_TARGET == HWY_AVX3_DL
 // ---------------------------------------------------------------------------------------------
 // AVX-512 VNNI micro-kernel. Highway 1.0.3's AVX3_DL target string lacks "avx512vnni", so the
-// intrinsic needs this function-level target (see shared/docs/TOOLCHAIN.md).
+// intrinsic needs this function-level target (see shared/docs/TOOLCHAIN.md). It names the whole
+// AVX3_DL string plus VNNI: clang takes a function's own target attribute instead of the one
+// HWY_BEFORE_NAMESPACE applies, and would then refuse to inline Highway's AVX3_DL helpers.
+#define QLAB_VNNI_TARGET __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 constexpr size_t kRowsPerTile = 12;
 constexpr size_t kPanelsPerTile = 2;
 static_assert(kStageVecs == 1, "one zmm of int32 is one panel row");
@@ -379,7 +382,7 @@ static_assert(kStageVecs == 1, "one zmm of int32 is one panel row");
 // One group of K for every row and panel of the tile: 2 loads of packed weights, kRows
 // broadcasts, kRows * kPanels vpdpbusd. `word(r)` gives row r's 4 activation bytes.
 template <size_t kRows, size_t kPanels, class Word>
-__attribute__((target("avx512vnni"))) HWY_INLINE void VnniGroup(
+QLAB_VNNI_TARGET HWY_INLINE void VnniGroup(
     __m512i (&acc)[kRows][kPanels], const int8_t* const (&panels)[kPanels], size_t kg,
     const Word& word) {
   __m512i b[kPanels];
@@ -395,8 +398,7 @@ __attribute__((target("avx512vnni"))) HWY_INLINE void VnniGroup(
 }
 
 template <size_t kRows, size_t kPanels, bool kFlipSign>
-__attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0,
-                                                               size_t p0) {
+QLAB_VNNI_TARGET HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0) {
   __m512i acc[kRows][kPanels];
   QLAB_UNROLL
   for (size_t r = 0; r < kRows; ++r) {
@@ -441,6 +443,8 @@ __attribute__((target("avx512vnni"))) HWY_NOINLINE void Tile(const GemmArgs& g, 
     StoreRows<kRows>(g, LoadPanelStage(g, p0 + p), m0, rows_acc);
   }
 }
+
+#undef QLAB_VNNI_TARGET
 
 #elif HWY_TARGET == HWY_SCALAR
 // ---------------------------------------------------------------------------------------------

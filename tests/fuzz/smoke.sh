@@ -18,10 +18,7 @@ SECONDS_PER_TARGET="${1:-5}"
 OUTPUT_BASE="${QLAB_FUZZ_OUTPUT_BASE:-$HOME/.cache/qlab-fuzz}"
 # shellcheck disable=SC2206  # word splitting of the startup options is intended
 STARTUP=(--output_base="$OUTPUT_BASE" ${QLAB_FUZZ_BAZEL_STARTUP:-})
-# Highway's AVX3_DL target does not compile with clang 14 in kernels/ (a function-level
-# target("avx512vnni") attribute drops the features Highway's pragma adds); the kernels are not
-# what is fuzzed, so they are built without that one target here.
-BAZEL_FLAGS=(--config=fuzz "--per_file_copt=kernels/.*\.cc@-UHWY_WANT_AVX3_DL")
+BAZEL_FLAGS=(--config=fuzz)
 
 # target:dictionary (empty: none). Keep in step with FUZZ_TARGETS in tests/fuzz/BUILD.
 TARGETS=(
