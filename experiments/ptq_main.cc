@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "experiments/provenance.h"
 #include "experiments/ptq.h"
@@ -190,6 +191,8 @@ int main(int argc, char** argv) {
     }
   }
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  // Ctrl-C ends the run at once, but never halfway through writing a record or an ONNX file.
+  qlab::InstallInterruptHandler();
   if (const absl::Status s = qlab::experiments::Main(); !s.ok()) {
     std::fprintf(stderr, "ptq: %s\n", std::string(s.message()).c_str());
     return 1;
