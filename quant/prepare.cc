@@ -189,20 +189,20 @@ absl::Status Preparer::Group() {
 
 absl::StatusOr<ObserverSlot> Preparer::MakeSlot(const QSpec& spec) const {
   if (const auto* fixed = std::get_if<FixedQParamsQuantizationSpec>(&spec)) {
-    return ObserverSlot{*fixed, nullptr, {}, true, true};
+    return ObserverSlot{*fixed, nullptr, {}, true, true, std::nullopt};
   }
   if (const auto* derived = std::get_if<DerivedQuantizationSpec>(&spec)) {
-    return ObserverSlot{*derived, nullptr, {}, true, true};
+    return ObserverSlot{*derived, nullptr, {}, true, true, std::nullopt};
   }
   const auto& observed = std::get<QuantizationSpec>(spec);
   // Dynamic specs choose their parameters from each run's range: nothing to observe.
-  if (observed.is_dynamic()) return ObserverSlot{observed, nullptr, {}, true, true};
+  if (observed.is_dynamic()) return ObserverSlot{observed, nullptr, {}, true, true, std::nullopt};
   calibration::ObserverOptions observer_options;
   observer_options.channel_axis = observed.format().ch_axis;
   observer_options.skip_non_finite = options_.skip_non_finite;
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<calibration::Observer> observer,
                         calibration::CreateObserver(observed.observer(), observer_options));
-  return ObserverSlot{observed, std::move(observer), {}, true, true};
+  return ObserverSlot{observed, std::move(observer), {}, true, true, std::nullopt};
 }
 
 absl::Status Preparer::MakeSlots(PreparedModel& model) {
