@@ -18,7 +18,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -34,6 +33,7 @@
 #include "experiments/ptq.h"
 #include "experiments/record_io.h"
 #include "gtest/gtest.h"
+#include "tests/checkpoint_expectations.h"
 #include "nlohmann/json.hpp"
 #include "train/optim/checkpoint.h"
 
@@ -283,23 +283,6 @@ std::string CheckpointPath(const std::string& dir, int epoch) {
   return absl::StrCat(dir, "/", train::CheckpointFileName(epoch));
 }
 
-void ExpectSameCheckpoint(const std::string& a_path, const std::string& b_path) {
-  auto a = train::LoadCheckpoint(a_path);
-  auto b = train::LoadCheckpoint(b_path);
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  ASSERT_EQ(a->model.size(), b->model.size());
-  for (const auto& [name, t] : a->model) {
-    SCOPED_TRACE(name);
-    ASSERT_EQ(b->model.count(name), 1u);
-    ASSERT_EQ(t.nbytes(), b->model.at(name).nbytes());
-    EXPECT_EQ(0, std::memcmp(t.raw_data(), b->model.at(name).raw_data(), t.nbytes()));
-  }
-  EXPECT_EQ(a->momentum, b->momentum);
-  EXPECT_EQ(a->step, b->step);
-  EXPECT_EQ(a->epoch, b->epoch);
-}
-
 TEST(InterruptionTest, InterruptedTrainingResumesFromItsCheckpointToTheSameWeights) {
   const std::string full = TmpDir() + "/train_full";
   const std::string cut = TmpDir() + "/train_cut";
@@ -332,7 +315,7 @@ TEST(InterruptionTest, InterruptedTrainingResumesFromItsCheckpointToTheSameWeigh
   ASSERT_EQ(Describe(resume_status), "exit 0");
   for (int epoch = 1; epoch <= kEpochs; ++epoch) {
     SCOPED_TRACE(absl::StrCat("epoch ", epoch));
-    ExpectSameCheckpoint(CheckpointPath(full, epoch), CheckpointPath(cut, epoch));
+    test_support::ExpectSameCheckpoint(CheckpointPath(full, epoch), CheckpointPath(cut, epoch));
   }
   ExpectWholeCsv(cut + "/log.csv");
   EXPECT_EQ(CsvWithout(cut + "/log.csv", "images_per_second"),

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "experiments/qat.h"
 #include "gtest/gtest.h"
+#include "tests/checkpoint_expectations.h"
 #include "models/safetensors.h"
 #include "train/optim/checkpoint.h"
 
@@ -59,22 +60,6 @@ std::vector<std::string> LogWithoutSpeed(const std::string& path) {
   return rows;
 }
 
-void ExpectSameTensors(const std::string& a_path, const std::string& b_path) {
-  auto a = train::LoadCheckpoint(a_path);
-  auto b = train::LoadCheckpoint(b_path);
-  ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
-  ASSERT_EQ(a->model.size(), b->model.size());
-  for (const auto& [name, t] : a->model) {
-    SCOPED_TRACE(name);
-    ASSERT_EQ(b->model.count(name), 1u);
-    ASSERT_EQ(t.nbytes(), b->model.at(name).nbytes());
-    EXPECT_EQ(0, std::memcmp(t.raw_data(), b->model.at(name).raw_data(), t.nbytes()));
-  }
-  EXPECT_EQ(a->momentum, b->momentum);
-  EXPECT_EQ(a->step, b->step);
-}
-
 TEST(TrainingEndToEndTest, Fp32TrainingIsReproducibleAndResumable) {
   const std::string dir = TmpDir() + "/train";
   auto first = RunTrain(SmallTrain(dir + "/a"));
@@ -91,7 +76,7 @@ TEST(TrainingEndToEndTest, Fp32TrainingIsReproducibleAndResumable) {
   EXPECT_EQ(LogWithoutSpeed(dir + "/a/log.csv"), LogWithoutSpeed(dir + "/b/log.csv"));
   EXPECT_EQ(LogWithoutSpeed(dir + "/a/log.csv").size(), 1u + 3u + 1u + 3u + 1u)
       << "header, a row per step (3 per epoch) and one per epoch end";
-  ExpectSameTensors(dir + "/a/checkpoint-epoch-2.safetensors",
+  test_support::ExpectSameCheckpoint(dir + "/a/checkpoint-epoch-2.safetensors",
                     dir + "/b/checkpoint-epoch-2.safetensors");
 
   // Interrupted during epoch 2: a finished two-epoch run's folder with its last checkpoint
@@ -104,7 +89,7 @@ TEST(TrainingEndToEndTest, Fp32TrainingIsReproducibleAndResumable) {
   auto rerun = RunTrain(resumed);
   ASSERT_TRUE(rerun.ok()) << rerun.status();
   EXPECT_EQ((*rerun)["training"]["resumed_at_epoch"], 1);
-  ExpectSameTensors(dir + "/a/checkpoint-epoch-2.safetensors",
+  test_support::ExpectSameCheckpoint(dir + "/a/checkpoint-epoch-2.safetensors",
                     dir + "/c/checkpoint-epoch-2.safetensors");
   EXPECT_EQ(LogWithoutSpeed(dir + "/a/log.csv"), LogWithoutSpeed(dir + "/c/log.csv"));
 
