@@ -524,6 +524,33 @@ class Importer {
     return c->ints;
   }
 
+  // Slice's constant inputs (opset >= 10 form), for a Slice of an activation and for one folded on
+  // integer constants alike: starts, ends, then axes (default 0, 1, ...) and steps (default 1),
+  // all of one length.
+  struct SliceInputs {
+    std::vector<int64_t> starts, ends, axes, steps;
+  };
+  absl::StatusOr<SliceInputs> ReadSliceInputs(const onnx::NodeProto& n) const {
+    SliceInputs in;
+    QLAB_ASSIGN_OR_RETURN(in.starts, IntsInput(n, 1, "starts"));
+    QLAB_ASSIGN_OR_RETURN(in.ends, IntsInput(n, 2, "ends"));
+    in.axes.resize(in.starts.size());
+    for (size_t i = 0; i < in.axes.size(); ++i) in.axes[i] = static_cast<int64_t>(i);
+    in.steps.assign(in.starts.size(), 1);
+    if (HasInput(n, 3)) {
+      QLAB_ASSIGN_OR_RETURN(in.axes, IntsInput(n, 3, "axes"));
+    }
+    if (HasInput(n, 4)) {
+      QLAB_ASSIGN_OR_RETURN(in.steps, IntsInput(n, 4, "steps"));
+    }
+    if (in.ends.size() != in.starts.size() || in.axes.size() != in.starts.size() ||
+        in.steps.size() != in.starts.size()) {
+      return Invalid(Describe(n, index_), ": starts/ends/axes/steps have ", in.starts.size(), "/",
+                     in.ends.size(), "/", in.axes.size(), "/", in.steps.size(), " entries");
+    }
+    return in;
+  }
+
   // A float constant as a parameter node (one per value name; `transform` names a derived
   // version, e.g. a transposed weight).
   absl::StatusOr<NodeId> Parameter(const onnx::NodeProto& n, int i, absl::string_view role,
@@ -917,21 +944,11 @@ class Importer {
     QLAB_ASSIGN_OR_RETURN(const NodeId x, Activation(n, 0));
     const Shape& s = graph_.node(x).shape;
     const int64_t rank = static_cast<int64_t>(s.size());
-    QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, IntsInput(n, 1, "starts"));
-    QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> ends, IntsInput(n, 2, "ends"));
-    std::vector<int64_t> axes(starts.size()), steps(starts.size(), 1);
-    for (size_t i = 0; i < axes.size(); ++i) axes[i] = static_cast<int64_t>(i);
-    if (HasInput(n, 3)) {
-      QLAB_ASSIGN_OR_RETURN(axes, IntsInput(n, 3, "axes"));
-    }
-    if (HasInput(n, 4)) {
-      QLAB_ASSIGN_OR_RETURN(steps, IntsInput(n, 4, "steps"));
-    }
-    if (ends.size() != starts.size() || axes.size() != starts.size() ||
-        steps.size() != starts.size()) {
-      return Invalid(Describe(n, index_), ": starts/ends/axes/steps have ", starts.size(), "/",
-                     ends.size(), "/", axes.size(), "/", steps.size(), " entries");
-    }
+    QLAB_ASSIGN_OR_RETURN(const SliceInputs slice, ReadSliceInputs(n));
+    const std::vector<int64_t>& starts = slice.starts;
+    const std::vector<int64_t>& ends = slice.ends;
+    const std::vector<int64_t>& axes = slice.axes;
+    const std::vector<int64_t>& steps = slice.steps;
     constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
     StridedSliceAttrs a{std::vector<int64_t>(rank, 0), std::vector<int64_t>(rank, kAll),
                         std::vector<int64_t>(rank, 1)};
@@ -1263,20 +1280,11 @@ class Importer {
       QLAB_RETURN_IF_ERROR(OnlyAttrs(n, {}));
       const Constant& data = *in[0];
       const size_t rank = data.dims.size();
-      QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, IntsInput(n, 1, "starts"));
-      QLAB_ASSIGN_OR_RETURN(const std::vector<int64_t> ends, IntsInput(n, 2, "ends"));
-      std::vector<int64_t> axes(starts.size()), steps(starts.size(), 1);
-      for (size_t i = 0; i < axes.size(); ++i) axes[i] = static_cast<int64_t>(i);
-      if (HasInput(n, 3)) {
-        QLAB_ASSIGN_OR_RETURN(axes, IntsInput(n, 3, "axes"));
-      }
-      if (HasInput(n, 4)) {
-        QLAB_ASSIGN_OR_RETURN(steps, IntsInput(n, 4, "steps"));
-      }
-      if (ends.size() != starts.size() || axes.size() != starts.size() ||
-          steps.size() != starts.size()) {
-        return Invalid(Describe(n, index_), ": starts/ends/axes/steps differ in length");
-      }
+      QLAB_ASSIGN_OR_RETURN(const SliceInputs slice, ReadSliceInputs(n));
+      const std::vector<int64_t>& starts = slice.starts;
+      const std::vector<int64_t>& ends = slice.ends;
+      const std::vector<int64_t>& axes = slice.axes;
+      const std::vector<int64_t>& steps = slice.steps;
       std::vector<int64_t> begin(rank, 0), step(rank, 1);
       out.dims = data.dims;
       for (size_t i = 0; i < starts.size(); ++i) {
@@ -1370,8 +1378,8 @@ class Importer {
       int64_t offset = start;
       for (size_t d = 0; d < rank; ++d) offset += index[d] * offset_step[d];
       if (offset < 0 || offset >= static_cast<int64_t>(data.ints.size())) {
-        return Invalid(what, " reads element ", offset, " of an input holding ",
-                       data.ints.size(), " (dims ", DimsString(data.dims), ")");
+        return Invalid(what, " reads element ", offset, " of an input holding ", data.ints.size(),
+                       " (dims ", DimsString(data.dims), ")");
       }
       out.ints.push_back(data.ints[static_cast<size_t>(offset)]);
       for (int d = static_cast<int>(rank) - 1; d >= 0; --d) {
