@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/command_output.h"
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
 #include "calibration/histogram.h"
@@ -146,16 +147,9 @@ TorchRun MeasurePyTorch(int64_t n) {
     std::fclose(f);
   }
   const int repetitions = n > (int64_t{1} << 22) ? 3 : 5;
-  const std::string command = "/usr/bin/python3 bench/torch_histogram_timing.py " + p1 + " " +
-                              p2 + " " + std::to_string(repetitions);
-  std::FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  if (pipe != nullptr) {
-    char buf[4096];
-    size_t got = 0;
-    while ((got = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, got);
-    if (pclose(pipe) != 0) out.clear();
-  }
+  const std::string command = "/usr/bin/python3 bench/torch_histogram_timing.py " + p1 + " " + p2 +
+                              " " + std::to_string(repetitions);
+  const std::string out = qlab::bench::CommandOutput(command);
   std::remove(p1.c_str());
   std::remove(p2.c_str());
   const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/command_output.h"
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
 #include "core/check.h"
@@ -79,14 +80,7 @@ TorchTimes MeasurePyTorch(const std::string& name) {
   TorchTimes t;
   const std::string command = "/usr/bin/python3 bench/torch_resnet_latency.py " + name + " " +
                               std::to_string(kThreads) + " 30";
-  std::FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  if (pipe != nullptr) {
-    char buf[4096];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, got);
-    if (pclose(pipe) != 0) out.clear();
-  }
+  const std::string out = CommandOutput(command);
   const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("fp32_ms")) {
     t.error = command + " failed (is python3-torch installed?)";

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/command_output.h"
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
 #include "nlohmann/json.hpp"
@@ -159,14 +160,7 @@ TorchTimes MeasurePyTorch() {
                std::to_string(l.out_c) + ":" + std::to_string(l.kernel) + ":" +
                std::to_string(l.stride) + ":" + std::to_string(l.Pad());
   }
-  std::FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  if (pipe != nullptr) {
-    char buf[4096];
-    size_t got;
-    while ((got = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, got);
-    if (pclose(pipe) != 0) out.clear();
-  }
+  const std::string out = CommandOutput(command);
   const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
     t.error = "bench/torch_conv_grad.py failed (is python3-torch installed?)";

@@ -44,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "bench/command_output.h"
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
 #include "core/status_macros.h"
@@ -305,14 +306,7 @@ TorchTimes MeasurePyTorch(const ModelCase& c) {
     const std::string command =
         absl::StrCat(policy.command_prefix, "/usr/bin/python3 bench/torch_train_step.py ", c.name,
                      " ", c.batch, " ", kThreads, " ", kWarmupSteps, " ", kTimedSteps);
-    std::FILE* pipe = popen(command.c_str(), "r");
-    std::string out;
-    if (pipe != nullptr) {
-      char buf[4096];
-      size_t got;
-      while ((got = std::fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, got);
-      if (pclose(pipe) != 0) out.clear();
-    }
+    const std::string out = CommandOutput(command);
     TorchRun run{policy.name, nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false)};
     bool complete = run.json.is_object();
     for (const char* key : {"fp32_step_ms", "fp32_forward_ms", "qat_step_ms", "qat_forward_ms"}) {
