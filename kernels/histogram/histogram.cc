@@ -61,8 +61,32 @@ HWY_INLINE void BinIndices(D d, const float* x, size_t n, const HistogramBinning
   }
 }
 
+// Short arrays (a run of one channel of an NCHW tensor, a small weight channel): the partials'
+// allocation and fold (kPartials * bins additions) would cost more than the elements, so the
+// increments go straight to the caller's counts.
+size_t HistogramAccumulateDirect(const float* x, size_t n, const HistogramBinning& b,
+                                 int64_t* counts) {
+  const hn::ScalableTag<float> d;
+  HWY_ALIGN int32_t idx[kBlock];
+  size_t counted = 0;
+  for (size_t begin = 0; begin < n; begin += kBlock) {
+    const size_t len = std::min(kBlock, n - begin);
+    BinIndices(d, x + begin, len, b, idx);
+    for (size_t k = 0; k < len; ++k) {
+      const uint32_t bin = static_cast<uint32_t>(idx[k]);
+      if (bin == b.bins) continue;
+      ++counts[bin];
+      ++counted;
+    }
+  }
+  return counted;
+}
+
 size_t HistogramAccumulateImpl(const float* x, size_t n, const HistogramBinning& b,
                                int64_t* counts) {
+  if (n < kPartials * static_cast<size_t>(b.bins)) {
+    return HistogramAccumulateDirect(x, n, b, counts);
+  }
   const hn::ScalableTag<float> d;
   const size_t stride = b.bins + 1;  // + the dump slot
   std::vector<uint32_t> partial(kPartials * stride, 0);
