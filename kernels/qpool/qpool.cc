@@ -7,6 +7,8 @@
 // average pool's sums are integer-exact; the add's float steps are single IEEE operations in both
 // forms (x86 Round is round-half-even, like std::nearbyint), so results equal qpool_ref.h.
 
+#include "kernels/qpool/qpool.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -14,7 +16,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/qpool/qpool.h"
 #include "kernels/quantize/quantize.h"
 
 #ifndef QLAB_KERNELS_QPOOL_QPOOL_CC_SHARED_
@@ -25,7 +26,23 @@ namespace qlab::kernels::qpool_internal {
 inline uint8_t AddOne(uint8_t a, uint8_t b, const QAddParams& p) {
   const float sum = static_cast<float>(int32_t{a} - p.a_zero_point) * p.a_multiplier +
                     static_cast<float>(int32_t{b} - p.b_zero_point) * p.b_multiplier;
-  const float shifted = std::nearbyint(sum) + static_cast<float>(p.output_zero_point);
+  const float scaled = sum * p.output_multiplier;
+  const float shifted = std::nearbyint(scaled) + static_cast<float>(p.output_zero_point);
+  const float clamped =
+      std::min(std::max(shifted, static_cast<float>(p.min)), static_cast<float>(p.max));
+  return static_cast<uint8_t>(clamped);
+}
+
+// The float-form global average of one channel (x strided by `channels`), shared by every
+// target's remainder and by SCALAR.
+inline uint8_t FloatAverageOne(const uint8_t* x, size_t pixels, size_t channels,
+                               const QGlobalAvgPoolParams& p) {
+  float sum = 0.0f;
+  for (size_t q = 0; q < pixels; ++q) {
+    sum += static_cast<float>(int32_t{x[q * channels]} - p.input_zero_point) * p.input_scale;
+  }
+  const float scaled = (sum / static_cast<float>(pixels)) * p.output_inverse_scale;
+  const float shifted = std::nearbyint(scaled) + static_cast<float>(p.output_zero_point);
   const float clamped =
       std::min(std::max(shifted, static_cast<float>(p.min)), static_cast<float>(p.max));
   return static_cast<uint8_t>(clamped);
@@ -113,6 +130,37 @@ void GlobalAvgPoolSums(const uint8_t* x, size_t batch, size_t pixels, size_t cha
   }
 }
 
+// The float form, one image: channels in vectors, each lane summing its channel's pixels in
+// order (the same operations, in the same order, as the scalar formula).
+void GlobalAvgPoolFloat(const uint8_t* x, size_t pixels, size_t channels,
+                        const QGlobalAvgPoolParams& p, uint8_t* y) {
+  size_t c = 0;
+#if HWY_TARGET != HWY_SCALAR  // SCALAR: the shared scalar formula below (exact nearbyint)
+  const hn::ScalableTag<int32_t> di;
+  const hn::Rebind<float, decltype(di)> df;
+  const hn::Rebind<uint8_t, decltype(di)> d8;
+  const size_t lanes = hn::Lanes(di);
+  const auto zp = hn::Set(di, p.input_zero_point);
+  const auto scale = hn::Set(df, p.input_scale);
+  const auto count = hn::Set(df, static_cast<float>(pixels));
+  const auto inverse = hn::Set(df, p.output_inverse_scale);
+  const auto y_zp = hn::Set(df, static_cast<float>(p.output_zero_point));
+  const auto lo = hn::Set(df, static_cast<float>(p.min));
+  const auto hi = hn::Set(df, static_cast<float>(p.max));
+  for (; c + lanes <= channels; c += lanes) {
+    auto sum = hn::Zero(df);
+    for (size_t q = 0; q < pixels; ++q) {
+      const auto v = hn::Sub(hn::PromoteTo(di, hn::LoadU(d8, x + q * channels + c)), zp);
+      sum = hn::Add(sum, hn::Mul(hn::ConvertTo(df, v), scale));
+    }
+    const auto scaled = hn::Mul(hn::Div(sum, count), inverse);
+    const auto clamped = hn::Min(hn::Max(hn::Add(hn::Round(scaled), y_zp), lo), hi);
+    hn::StoreU(hn::DemoteTo(d8, hn::ConvertTo(di, clamped)), d8, y + c);
+  }
+#endif
+  for (; c < channels; ++c) y[c] = qpool_internal::FloatAverageOne(x + c, pixels, channels, p);
+}
+
 void AddImpl(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& p, uint8_t* y) {
   size_t i = 0;
 #if HWY_TARGET != HWY_SCALAR  // SCALAR: the shared scalar formula below (exact nearbyint)
@@ -122,14 +170,17 @@ void AddImpl(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& p, 
   const size_t lanes = hn::Lanes(di);
   const auto a_zp = hn::Set(di, p.a_zero_point), b_zp = hn::Set(di, p.b_zero_point);
   const auto a_mult = hn::Set(df, p.a_multiplier), b_mult = hn::Set(df, p.b_multiplier);
+  const auto y_mult = hn::Set(df, p.output_multiplier);
   const auto y_zp = hn::Set(df, static_cast<float>(p.output_zero_point));
-  const auto lo = hn::Set(df, static_cast<float>(p.min)), hi = hn::Set(df, static_cast<float>(p.max));
+  const auto lo = hn::Set(df, static_cast<float>(p.min)),
+             hi = hn::Set(df, static_cast<float>(p.max));
   for (; i + lanes <= n; i += lanes) {
     const auto va = hn::Sub(hn::PromoteTo(di, hn::LoadU(d8, a + i)), a_zp);
     const auto vb = hn::Sub(hn::PromoteTo(di, hn::LoadU(d8, b + i)), b_zp);
-    const auto sum = hn::Add(hn::Mul(hn::ConvertTo(df, va), a_mult),
-                             hn::Mul(hn::ConvertTo(df, vb), b_mult));
-    const auto clamped = hn::Min(hn::Max(hn::Add(hn::Round(sum), y_zp), lo), hi);
+    const auto sum =
+        hn::Add(hn::Mul(hn::ConvertTo(df, va), a_mult), hn::Mul(hn::ConvertTo(df, vb), b_mult));
+    const auto scaled = hn::Mul(sum, y_mult);
+    const auto clamped = hn::Min(hn::Max(hn::Add(hn::Round(scaled), y_zp), lo), hi);
     hn::StoreU(hn::DemoteTo(d8, hn::ConvertTo(di, clamped)), d8, y + i);
   }
 #endif
@@ -145,8 +196,11 @@ void QPoolHwyAvgPoolSums(const uint8_t* x, size_t batch, size_t pixels, size_t c
                          int32_t zero_point, int32_t* acc) {
   qpool_hwy::GlobalAvgPoolSums(x, batch, pixels, channels, zero_point, acc);
 }
-void QPoolHwyAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& p,
-                   uint8_t* y) {
+void QPoolHwyAvgPoolFloat(const uint8_t* x, size_t pixels, size_t channels,
+                          const QGlobalAvgPoolParams& p, uint8_t* y) {
+  qpool_hwy::GlobalAvgPoolFloat(x, pixels, channels, p, y);
+}
+void QPoolHwyAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& p, uint8_t* y) {
   qpool_hwy::AddImpl(a, b, n, p, y);
 }
 const char* QPoolChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
@@ -160,25 +214,24 @@ namespace qlab::kernels {
 
 HWY_EXPORT(QPoolHwyMaxPoolU8);
 HWY_EXPORT(QPoolHwyAvgPoolSums);
+HWY_EXPORT(QPoolHwyAvgPoolFloat);
 HWY_EXPORT(QPoolHwyAddU8);
 HWY_EXPORT(QPoolChosenTargetName);
 
 absl::Status ValidateQPoolShape(const QPoolShape& s) {
   if (s.batch == 0 || s.input_height == 0 || s.input_width == 0 || s.channels == 0 ||
-      s.kernel_height == 0 || s.kernel_width == 0 || s.stride_height == 0 ||
-      s.stride_width == 0) {
+      s.kernel_height == 0 || s.kernel_width == 0 || s.stride_height == 0 || s.stride_width == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "QPoolShape: sizes and strides must be >= 1 (batch ", s.batch, ", input ",
-        s.input_height, "x", s.input_width, "x", s.channels, ", kernel ", s.kernel_height, "x",
-        s.kernel_width, ", stride ", s.stride_height, "x", s.stride_width, ")"));
+        "QPoolShape: sizes and strides must be >= 1 (batch ", s.batch, ", input ", s.input_height,
+        "x", s.input_width, "x", s.channels, ", kernel ", s.kernel_height, "x", s.kernel_width,
+        ", stride ", s.stride_height, "x", s.stride_width, ")"));
   }
   if (s.padding_top >= s.kernel_height || s.padding_bottom >= s.kernel_height ||
       s.padding_left >= s.kernel_width || s.padding_right >= s.kernel_width) {
     return absl::InvalidArgumentError(
         absl::StrCat("QPoolShape: padding (", s.padding_top, ", ", s.padding_left, ", ",
-                     s.padding_bottom, ", ", s.padding_right,
-                     ") must be smaller than the kernel ", s.kernel_height, "x",
-                     s.kernel_width));
+                     s.padding_bottom, ", ", s.padding_right, ") must be smaller than the kernel ",
+                     s.kernel_height, "x", s.kernel_width));
   }
   if (s.input_height + s.padding_top + s.padding_bottom < s.kernel_height ||
       s.input_width + s.padding_left + s.padding_right < s.kernel_width) {
@@ -194,16 +247,22 @@ void QMaxPoolU8_NHWC(const QPoolShape& shape, const uint8_t* x, uint8_t* y) {
 
 void QGlobalAvgPoolU8_NHWC(const uint8_t* x, size_t batch, size_t pixels, size_t channels,
                            const QGlobalAvgPoolParams& params, int32_t* acc, uint8_t* y) {
-  HWY_DYNAMIC_DISPATCH(QPoolHwyAvgPoolSums)(x, batch, pixels, channels,
-                                            params.input_zero_point, acc);
+  if (params.input_scale > 0.0f) {
+    for (size_t b = 0; b < batch; ++b) {
+      HWY_DYNAMIC_DISPATCH(QPoolHwyAvgPoolFloat)
+      (x + b * pixels * channels, pixels, channels, params, y + b * channels);
+    }
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(QPoolHwyAvgPoolSums)
+  (x, batch, pixels, channels, params.input_zero_point, acc);
   // The requantization is kernels/quantize's (fp32 form), per tensor over every sum.
   const ChannelDims dims{1, 1, batch * channels};
   const RequantizeOutput output{params.output_zero_point, params.min, params.max};
   Requantize(acc, dims, &params.multiplier, output, y);
 }
 
-void QAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& params,
-            uint8_t* y) {
+void QAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& params, uint8_t* y) {
   HWY_DYNAMIC_DISPATCH(QPoolHwyAddU8)(a, b, n, params, y);
 }
 
