@@ -177,6 +177,32 @@ size_t CountFinite(const ValueRuns& values) {
   return finite;
 }
 
+// kernels::HistogramAccumulateIfInside over x[0, n), split over the workers as above. A worker
+// that finds an element outside [inside_lo, inside_hi] stops: the others skip the chunks left.
+// True with the counts added to `counts`, or false with `counts` unchanged.
+bool AccumulateIfInsideParallel(const float* x, size_t n, const kernels::HistogramBinning& binning,
+                                float inside_lo, float inside_hi, int64_t* counts) {
+  const int workers = WorkersFor(n);
+  if (workers == 1) {
+    return kernels::HistogramAccumulateIfInside(x, n, binning, inside_lo, inside_hi, counts);
+  }
+  std::vector<std::vector<int64_t>> parts(static_cast<size_t>(workers),
+                                          std::vector<int64_t>(binning.bins, 0));
+  std::atomic<bool> outside{false};
+  RunParts(n, workers, [&](int w, size_t begin, size_t end) {
+    if (outside.load(std::memory_order_relaxed)) return;
+    if (!kernels::HistogramAccumulateIfInside(x + begin, end - begin, binning, inside_lo, inside_hi,
+                                              parts[static_cast<size_t>(w)].data())) {
+      outside.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (outside.load()) return false;
+  for (const std::vector<int64_t>& part : parts) {
+    for (size_t j = 0; j < binning.bins; ++j) counts[j] += part[j];
+  }
+  return true;
+}
+
 // torch.histc(x, bins, min=lo, max=hi) added to `counts` (as float32 counts, like PyTorch's).
 // `lo`/`hi` are the doubles histc receives; equal bounds fall back to the data's range, then to
 // [lo - 1, hi + 1], as histc does.
@@ -329,6 +355,47 @@ void Histogram::Add(const ValueRuns& values, float batch_min, float batch_max) {
   } else {
     AddExact(values, batch_min, batch_max);
   }
+}
+
+bool Histogram::AddIfInsideRange(const ValueRuns& values) {
+  // A point mass (min == max) is not speculated on: kTorch113 restarts after it, and kExact's
+  // single bin is counted without the kernel.
+  if (empty() || !(min_ < max_) || values.runs != 1) return false;
+  const int bins = this->bins();
+  kernels::HistogramBinning binning{min_, max_, static_cast<uint32_t>(bins)};
+  if (binning_ == HistogramBinning::kTorch113) {
+    // AddTorch113 for a batch inside [min_, max_]: the combined range is [min_, max_] before
+    // _adjust_min_max, which must leave it unchanged (start_idx is then 0), or the batch
+    // re-bins the old counts whatever its values.
+    const float hist_bin_width =
+        (max_ - min_) / static_cast<float>(static_cast<int64_t>(bins) * kUpsampleRate);
+    const float grid = static_cast<float>(bins) * hist_bin_width;
+    const int64_t downsample_rate = static_cast<int64_t>(std::ceil((max_ - min_) / grid));
+    const float e = static_cast<float>(downsample_rate) * grid - (max_ - min_);
+    if (max_ + e != max_) return false;
+    // torch.histc's bounds; equal ones would fall back to the batch's own range.
+    const double lo = std::trunc(static_cast<double>(min_));
+    const double hi = std::trunc(static_cast<double>(max_));
+    if (lo == hi) return false;
+    binning.lo = static_cast<float>(lo);
+    binning.hi = static_cast<float>(hi);
+    if (!(binning.lo < binning.hi)) return false;
+  }
+  std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
+  if (!AccumulateIfInsideParallel(values.x, values.run_length, binning, min_, max_,
+                                  counts.data())) {
+    return false;
+  }
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (binning_ == HistogramBinning::kTorch113) {
+      // AddTorch113's same-range case: float32 counts, as PyTorch's buffer.
+      counts_[i] =
+          static_cast<float>(static_cast<float>(counts[i]) + static_cast<float>(counts_[i]));
+    } else {
+      counts_[i] += static_cast<double>(counts[i]);
+    }
+  }
+  return true;
 }
 
 void Histogram::AddTorch113(const ValueRuns& values, float batch_min, float batch_max) {

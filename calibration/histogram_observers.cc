@@ -28,6 +28,11 @@ class HistogramFamilyObserver final : public Observer {
     QLAB_RETURN_IF_ERROR(internal::CheckObservable(x, spec()));
     const float* data = x.data<float>();
     const size_t n = static_cast<size_t>(x.numel());
+    // One pass when the batch lies inside the range seen so far (NaN/Inf never do).
+    if (histogram_.AddIfInsideRange(ValueRuns{data, 1, n, n})) {
+      ++num_batches_;
+      return absl::OkStatus();
+    }
     // Both cores above a size threshold (histogram.h); same result as TensorMinMax.
     BatchMinMax r = ParallelMinMax(data, n);
     if (r.nan_count > 0 || std::isinf(r.min) || std::isinf(r.max)) {
