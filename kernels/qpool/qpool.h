@@ -37,6 +37,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/threadpool/threadpool.h"
 
 namespace qlab::kernels {
 
@@ -70,9 +71,16 @@ struct QPoolShape {
 // padded input is at least the kernel.
 absl::Status ValidateQPoolShape(const QPoolShape& shape);
 
+// Threads: every entry point takes an optional kernels/threadpool ThreadPool (null: the calling
+// thread only) and splits its output into independent parts (max pool: output rows; global
+// average: images, or channel blocks of one image; add: blocks of elements). Each output element
+// is computed by the same operations whichever thread computes it, so results are identical for
+// any number of threads.
+
 // QMaxPoolU8_NHWC: x is batch x H x W x C, y batch x OH x OW x C. Precondition: the shape passes
 // ValidateQPoolShape.
-void QMaxPoolU8_NHWC(const QPoolShape& shape, const uint8_t* x, uint8_t* y);
+void QMaxPoolU8_NHWC(const QPoolShape& shape, const uint8_t* x, uint8_t* y,
+                     ThreadPool* pool = nullptr);
 
 // Requantized global average pool parameters. Preconditions: multiplier finite and > 0 (integer
 // form) or input_scale and output_inverse_scale finite and > 0 (float form), 0 <= min <= max <=
@@ -91,7 +99,8 @@ struct QGlobalAvgPoolParams {
 // `acc` is caller-provided scratch of batch * channels int32 (so that the kernel never
 // allocates; the float form does not use it).
 void QGlobalAvgPoolU8_NHWC(const uint8_t* x, size_t batch, size_t pixels, size_t channels,
-                           const QGlobalAvgPoolParams& params, int32_t* acc, uint8_t* y);
+                           const QGlobalAvgPoolParams& params, int32_t* acc, uint8_t* y,
+                           ThreadPool* pool = nullptr);
 
 // Requantized add parameters. Preconditions: multipliers finite and >= 0 (the products with
 // output_multiplier below 2^8, so that every intermediate is exact or correctly rounded in
@@ -108,7 +117,8 @@ struct QAddParams {
 };
 
 // QAddU8: y[i] = add(a[i], b[i]) for i < n. y may alias a or b (element-wise, in order).
-void QAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& params, uint8_t* y);
+void QAddU8(const uint8_t* a, const uint8_t* b, size_t n, const QAddParams& params, uint8_t* y,
+            ThreadPool* pool = nullptr);
 
 // Name of the Highway target these kernels dispatch to on this CPU.
 const char* QPoolKernelsTargetName();

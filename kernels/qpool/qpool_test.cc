@@ -18,6 +18,7 @@
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/qpool/qpool_ref.h"
 #include "kernels/quantize/quantize.h"
+#include "kernels/threadpool/threadpool.h"
 
 namespace qlab::kernels {
 namespace {
@@ -218,6 +219,76 @@ TEST_P(QPoolTest, FloatFormsEqualDequantizeFloatOpQuantize) {
   q.min = sum_zp;  // the fused ReLU
   QAddU8(a.data(), b.data(), n, q, add_actual.data());
   EXPECT_EQ(add_actual, add_expected);
+}
+
+// Two threads give the same bytes as the calling thread alone, and as the reference, for shapes
+// large enough to be split (max pool rows, channel blocks of one or several images, element
+// blocks of the add, with remainders that are not whole vectors).
+TEST_P(QPoolTest, ThreadedResultsEqualSingleThreaded) {
+  std::mt19937 rng(kBaseSeed + 5000);
+  ThreadPool two(2);
+  ASSERT_EQ(two.threads(), 2u) << "no worker thread: the test would not split anything";
+
+  QPoolShape s;
+  s.batch = 2;
+  s.input_height = s.input_width = 57;
+  s.channels = 67;
+  s.kernel_height = s.kernel_width = 3;
+  s.stride_height = s.stride_width = 2;
+  s.padding_top = s.padding_left = s.padding_bottom = s.padding_right = 1;
+  const auto x = RandomBytes(s.batch * 57 * 57 * s.channels, rng);
+  const size_t pooled = s.batch * s.output_height() * s.output_width() * s.channels;
+  std::vector<uint8_t> expected(pooled), single(pooled), threaded(pooled);
+  QMaxPoolU8_NHWC_Ref(s, x.data(), expected.data());
+  QMaxPoolU8_NHWC(s, x.data(), single.data(), nullptr);
+  QMaxPoolU8_NHWC(s, x.data(), threaded.data(), &two);
+  EXPECT_EQ(single, expected);
+  EXPECT_EQ(threaded, expected);
+
+  for (const bool float_form : {false, true}) {
+    for (const size_t batch : {1, 3}) {
+      for (const size_t channels : {130, 512, 2049}) {
+        const size_t pixels = 49;
+        const auto in = RandomBytes(batch * pixels * channels, rng);
+        QGlobalAvgPoolParams p;
+        p.input_zero_point = 5;
+        p.multiplier = 0.8f / pixels;
+        p.output_zero_point = 3;
+        if (float_form) {
+          p.input_scale = 0.02f;
+          p.output_inverse_scale = 1.0f / 0.025f;
+        }
+        std::vector<uint8_t> want(batch * channels), one(batch * channels),
+            two_threads(batch * channels);
+        std::vector<int32_t> acc(batch * channels);
+        QGlobalAvgPoolU8_NHWC_Ref(in.data(), batch, pixels, channels, p, want.data());
+        QGlobalAvgPoolU8_NHWC(in.data(), batch, pixels, channels, p, acc.data(), one.data(),
+                              nullptr);
+        QGlobalAvgPoolU8_NHWC(in.data(), batch, pixels, channels, p, acc.data(), two_threads.data(),
+                              &two);
+        EXPECT_EQ(one, want) << "float form " << float_form << " batch " << batch << " channels "
+                             << channels;
+        EXPECT_EQ(two_threads, want)
+            << "float form " << float_form << " batch " << batch << " channels " << channels;
+      }
+    }
+  }
+
+  const size_t n = 200003;
+  const auto a = RandomBytes(n, rng), b = RandomBytes(n, rng);
+  QAddParams q;
+  q.a_zero_point = 17;
+  q.a_multiplier = 0.7f;
+  q.b_zero_point = 201;
+  q.b_multiplier = 1.3f;
+  q.output_zero_point = 9;
+  q.min = 9;
+  std::vector<uint8_t> add_want(n), add_one(n), add_two(n);
+  QAddU8Ref(a.data(), b.data(), n, q, add_want.data());
+  QAddU8(a.data(), b.data(), n, q, add_one.data(), nullptr);
+  QAddU8(a.data(), b.data(), n, q, add_two.data(), &two);
+  EXPECT_EQ(add_one, add_want);
+  EXPECT_EQ(add_two, add_want);
 }
 
 TEST(QPoolShapeTest, Validation) {
