@@ -58,6 +58,13 @@ std::vector<float> TransposeToChannels(const float* x, const ChannelView& v) {
   ParallelTasks(blocks, out.size(), [&](size_t block) {
     const size_t o_begin = block * block_rows;
     const size_t o_end = std::min(v.outer, o_begin + block_rows);
+    if (v.inner == 1) {  // NHWC: a plain strided gather per channel (no per-element copy call)
+      for (size_t c = 0; c < v.channels; ++c) {
+        float* dst = out.data() + c * per_channel;
+        for (size_t o = o_begin; o < o_end; ++o) dst[o] = x[o * row + c];
+      }
+      return;
+    }
     for (size_t c = 0; c < v.channels; ++c) {
       float* dst = out.data() + c * per_channel;
       for (size_t o = o_begin; o < o_end; ++o) {
