@@ -27,6 +27,7 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/histogram/histogram.cc"
+#include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 // Must come after foreach_target.h.
 #include "hwy/highway.h"
@@ -184,8 +185,14 @@ size_t Accumulate(const float* x, size_t n, const HistogramBinning& b, float ins
     if (k + 1 < full_blocks) {
       int32_t* next = idx[(k + 1) & 1];
       const float* next_x = x + (k + 1) * kBlock;
+      // The block after next is requested a line per group (a group is one 64-byte line): the
+      // loads come slowly between increments, and the hardware prefetcher alone let a 16 M pass
+      // stall on memory (standalone, loaded machine: 48-54 ms per 16 M pass with this, 56-67
+      // without).
+      const bool prefetch = k + 2 < full_blocks;
       auto outside = hn::FirstN(d, 0);
       for (size_t g = 0; g < kBlock; g += kGroup) {
+        if (prefetch) hwy::Prefetch(next_x + kBlock + g);
         BinGroup<kCheck>(d, c, next_x + g, next + g, &outside);
         Increment(current + g, kGroup, bases);
       }

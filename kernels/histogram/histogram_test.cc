@@ -130,6 +130,45 @@ TEST_P(HistogramKernelTest, IfInsideMatchesReferenceAndLeavesCountsOnFailure) {
   }
 }
 
+// Every float within 24 ulps of every bin edge (as float computes the edges) for representative
+// ranges: each edge's values alone (short-array path) must land exactly as the scalar rule puts
+// them, and all of them together (pipelined path, 8 partials) give the oracle's counts.
+TEST_P(HistogramKernelTest, ExhaustiveNearBinEdges) {
+  const HistogramBinning binnings[] = {{-3.0f, 4.0f, 2048},
+                                       {-1e-3f, 2.5e-3f, 2048},
+                                       {0.0f, 1.0f, 7},
+                                       {-4.0f, 4.0f, 256},
+                                       {-123.456f, 7890.125f, 2048}};
+  constexpr int kUlps = 24;
+  for (const HistogramBinning& b : binnings) {
+    const float width = (b.hi - b.lo) / static_cast<float>(b.bins);
+    std::vector<float> all;
+    for (uint32_t k = 0; k <= b.bins; ++k) {
+      const float edge = b.lo + static_cast<float>(k) * width;
+      std::vector<float> near;
+      float below = edge, above = edge;
+      near.push_back(edge);
+      for (int u = 0; u < kUlps; ++u) {
+        below = std::nextafter(below, -kInf);
+        above = std::nextafter(above, kInf);
+        near.push_back(below);
+        near.push_back(above);
+      }
+      std::vector<int64_t> ours(b.bins, 0), expected(b.bins, 0);
+      HistogramAccumulate(near.data(), near.size(), b, ours.data());
+      HistogramAccumulateRef(near.data(), near.size(), b, expected.data());
+      ASSERT_EQ(ours, expected) << "edge " << k << " of [" << b.lo << ", " << b.hi << "] in "
+                                << b.bins << " bins";
+      all.insert(all.end(), near.begin(), near.end());
+    }
+    ASSERT_GE(all.size(), 8u * b.bins);  // long enough for the pipelined path
+    std::vector<int64_t> ours(b.bins, 0), expected(b.bins, 0);
+    EXPECT_EQ(HistogramAccumulate(all.data(), all.size(), b, ours.data()),
+              HistogramAccumulateRef(all.data(), all.size(), b, expected.data()));
+    EXPECT_EQ(ours, expected) << "[" << b.lo << ", " << b.hi << "] in " << b.bins << " bins";
+  }
+}
+
 TEST_P(HistogramKernelTest, PinsHistcRule) {
   // [0, 4] in 4 bins: edges 0, 1, 2, 3, 4; an edge value goes right, the last edge stays in.
   const HistogramBinning b{0.0f, 4.0f, 4};
