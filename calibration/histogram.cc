@@ -186,8 +186,19 @@ bool AccumulateIfInsideParallel(const float* x, size_t n, const kernels::Histogr
   if (workers == 1) {
     return kernels::HistogramAccumulateIfInside(x, n, binning, inside_lo, inside_hi, counts);
   }
+  // The first values on the calling thread alone: a batch that widens the range usually shows
+  // it there, and then no helper is woken (and possibly waited for) for nothing.
+  constexpr size_t kProbe = size_t{1} << 14;
+  std::vector<int64_t> probe(binning.bins, 0);
+  if (!kernels::HistogramAccumulateIfInside(x, kProbe, binning, inside_lo, inside_hi,
+                                            probe.data())) {
+    return false;
+  }
+  x += kProbe;
+  n -= kProbe;  // n >= kParallelMinElements > kProbe here
   std::vector<std::vector<int64_t>> parts(static_cast<size_t>(workers),
                                           std::vector<int64_t>(binning.bins, 0));
+  parts[0] = std::move(probe);
   std::atomic<bool> outside{false};
   RunParts(n, workers, [&](int w, size_t begin, size_t end) {
     if (outside.load(std::memory_order_relaxed)) return;
