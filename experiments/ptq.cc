@@ -228,11 +228,12 @@ absl::Status CheckOverridesMatch(const PtqConfig& c, const Graph& model) {
 absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& c) {
   QLAB_RETURN_IF_ERROR(ValidateConfig(c));
   QLAB_ASSIGN_OR_RETURN(const Backend backend, ParseBackend(c.quantizer));
-  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
-                        BackendQuantizer::Create(
-                            backend, c.calibrator,
-                            // per-tensor weights take theirs in ApplyWeightGranularity.
-                            c.weight_granularity == "per_tensor" ? "" : c.weight_calibrator));
+  // Per-tensor weights take their calibrator in ApplyWeightGranularity.
+  const std::string per_channel_weight_calibrator =
+      c.weight_granularity == "per_tensor" ? "" : c.weight_calibrator;
+  QLAB_ASSIGN_OR_RETURN(
+      std::unique_ptr<BackendQuantizer> quantizer,
+      BackendQuantizer::Create(backend, c.calibrator, per_channel_weight_calibrator));
   QuantizationConfig eight_bit = quantizer->default_config();
   QLAB_RETURN_IF_ERROR(ApplyWeightGranularity(c, eight_bit));
   QLAB_RETURN_IF_ERROR(ApplyActivationScheme(c, eight_bit));
