@@ -687,6 +687,16 @@ void Int8Engine::Impl::RunStep(size_t index) {
   buffers[step.output].resize(n * out.PerSample() * out.ElementSize());
   const ValueInfo& in = values[step.inputs[0]];
   const size_t in_count = n * in.PerSample();
+  // Pools and adds use the threads only on inputs of 2 M elements or more (evaluation batches).
+  // At batch 1 (ResNet18: at most 0.8 M per op) threading them measured slower on the shared,
+  // loaded 2-core machine (2026-11-23, resnet_latency_benchmark, convs threaded in both: int8
+  // ResNet18 median 83.9 ms threaded vs 38.6 ms not, ResNet50 828 vs 132 ms, cv 18-50 %, load
+  // average 3.5-4.8): each extra parallel section can wait a scheduler slice for a preempted
+  // worker, which an add of a few tens of microseconds does not amortize. Unmeasured on an idle
+  // machine.
+  constexpr size_t kThreadedPoolMinElements = size_t{1} << 21;
+  kernels::ThreadPool* const pool_for_pools =
+      in_count >= kThreadedPoolMinElements ? pool.get() : nullptr;
   switch (step.kind) {
     case StepKind::kQuantize:
       kernels::Quantize(FloatBuffer(step.inputs[0]), in_count,
@@ -701,18 +711,18 @@ void Int8Engine::Impl::RunStep(size_t index) {
       break;
     case StepKind::kQAdd:
       kernels::QAddU8(Buffer(step.inputs[0]), Buffer(step.inputs[1]), in_count, step.add,
-                      Buffer(step.output), pool.get());
+                      Buffer(step.output), pool_for_pools);
       break;
     case StepKind::kQMaxPool: {
       kernels::QPoolShape shape = step.qpool;
       shape.batch = n;
-      kernels::QMaxPoolU8_NHWC(shape, Buffer(step.inputs[0]), Buffer(step.output), pool.get());
+      kernels::QMaxPoolU8_NHWC(shape, Buffer(step.inputs[0]), Buffer(step.output), pool_for_pools);
       break;
     }
     case StepKind::kQGlobalAvgPool: {
       std::vector<int32_t> acc(n * in.c);
       kernels::QGlobalAvgPoolU8_NHWC(Buffer(step.inputs[0]), n, in.h * in.w, in.c, step.global_avg,
-                                     acc.data(), Buffer(step.output), pool.get());
+                                     acc.data(), Buffer(step.output), pool_for_pools);
       break;
     }
     case StepKind::kF32Add:

@@ -345,7 +345,7 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
     }
   };
   const bool fixed = s.requantization == QRequantization::kFixedPoint;
-  const bool float_bias = s.requantization == QRequantization::kFloatBias;
+  const bool float_bias_form = s.requantization == QRequantization::kFloatBias;
   switch (s.type) {
     case QOutputType::kS32:
       for_each([&](size_t, VI value, size_t count, size_t i) {
@@ -374,7 +374,7 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
         for_each([&](size_t v, VI value, size_t count, size_t i) {
           StoreFirstLanes(LowBytes(Requantize<false>(ps, v, value)), du8, count, out + i);
         });
-      } else if (float_bias) {
+      } else if (float_bias_form) {
         for_each([&](size_t v, VI value, size_t count, size_t i) {
           StoreFirstLanes(LowBytes(Requantize<true, true>(ps, v, value)), du8, count, out + i);
         });
