@@ -206,7 +206,7 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   ThreadPool pool(static_cast<size_t>(threads));
   std::vector<uint8_t> output(static_cast<size_t>(layer.OutSize() * layer.OutSize() *
                                                   layer.out_c));
-  state.SetLabel(QGemmKernelsTargetName());
+  state.SetLabel(QGemmKernelsName());
   for (auto _ : state) {
     conv->Run(d.input.data(), output.data(), &pool);
     benchmark::ClobberMemory();

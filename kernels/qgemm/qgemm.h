@@ -110,6 +110,15 @@ void QIGemmU8S8_OutputStage(const uint8_t* const* indirection, size_t m, size_t 
 // the VNNI micro-kernel runs).
 const char* QGemmKernelsTargetName();
 
+// Whether the GEMMs run the AMX-INT8 tile path (amx_support.h) for shapes where it pays
+// (M >= 16 rows and K >= 64); the others, and every call when this is false, run the target's
+// micro-kernels. True only on the AVX3_DL target of a CPU with AMX, unless AMX is switched off
+// (QLAB_DISABLE_AMX=1 or SetAmxEnabledForTesting(false)).
+bool QGemmUsesAmx();
+
+// For labels: QGemmKernelsTargetName(), or "AVX3_DL+AMX" when QGemmUsesAmx().
+const char* QGemmKernelsName();
+
 }  // namespace qlab::kernels
 
 #endif  // QLAB_KERNELS_QGEMM_QGEMM_H_
