@@ -24,8 +24,12 @@ namespace {
 // balance on the 7x7 and 14x14 layers when combined with the channel split below, large enough
 // that the per-tile setup (indirection pointers, the stage's per-panel parameters) is noise.
 constexpr size_t kTileRows = 96;
-// Blocks are cut in multiples of the VNNI tile's 12 rows where possible.
+// Blocks are cut in multiples of the VNNI tile's 12 rows where possible, or of the AMX tile's
+// 16 rows when the GEMM runs AMX (partial AMX tiles compute all 16 rows and copy their A rows).
 constexpr size_t kRowTileMultiple = 12;
+constexpr size_t kAmxRowTileMultiple = 16;
+// The AMX path's K block (64 bytes): rows of whole blocks can be read in place.
+constexpr size_t kAmxKBlockBytes = 64;
 
 absl::Status CheckOutputArray(size_t size, size_t channels, const char* name) {
   if (size != 1 && size != channels) {
@@ -168,8 +172,13 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   const size_t kernel_taps = s.kernel_height * s.kernel_width;
   const size_t k = kernel_taps * cin;
   // Pointers straight into the input when every tap is whole K groups (or there is one tap);
-  // else gather each row (im2col) and hand the GEMM one-tap rows.
-  const bool gather = kernel_taps > 1 && cin % kQGemmKGroup != 0;
+  // else gather each row (im2col) and hand the GEMM one-tap rows. With AMX, rows of whole
+  // 64-byte K blocks are gathered too: contiguous rows feed the A tiles in place, while
+  // per-tap pointers would make the GEMM copy every row anyway (qgemm_amx-inl.h), and the
+  // gather copies a kernel row of kw * cin bytes at once.
+  const bool amx = QGemmUsesAmx();
+  const bool gather =
+      kernel_taps > 1 && (cin % kQGemmKGroup != 0 || (amx && k % kAmxKBlockBytes == 0));
   const size_t taps = gather ? 1 : kernel_taps;
 
   QOutputStage stage;
@@ -196,9 +205,9 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   const size_t threads = pool != nullptr ? pool->threads() : 1;
   // Blocks of at most kTileRows pixels, of (nearly) equal sizes in whole VNNI row tiles.
   const size_t row_blocks = (m + kTileRows - 1) / kTileRows;
+  const size_t row_multiple = amx ? kAmxRowTileMultiple : kRowTileMultiple;
   const size_t block_rows =
-      ((m + row_blocks - 1) / row_blocks + kRowTileMultiple - 1) / kRowTileMultiple *
-      kRowTileMultiple;
+      ((m + row_blocks - 1) / row_blocks + row_multiple - 1) / row_multiple * row_multiple;
   const size_t panel_pairs = (packed_.panels + 1) / 2;
   size_t channel_splits = 1;
   if (threads > 1) {
@@ -230,7 +239,14 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
 
     TileScratch& scratch = tile_scratch;
     scratch.indirection.resize(rows * taps);
-    if (gather) scratch.rows.resize(rows * k);
+    // Gathered rows start on a cache line (the AMX tiles load them in place: a row that
+    // straddles two lines costs two accesses); + 64 bytes of slack for the alignment.
+    uint8_t* gathered = nullptr;
+    if (gather) {
+      scratch.rows.resize(rows * k + 64);
+      const uintptr_t address = reinterpret_cast<uintptr_t>(scratch.rows.data());
+      gathered = scratch.rows.data() + (64 - address % 64) % 64;
+    }
     // Output coordinates of pixel m0, then stepped along (no divisions per row: at K = 64 they
     // would cost as much as the row's multiply-adds).
     size_t ox = m0 % out_w, oy = (m0 / out_w) % out_h, b = m0 / (out_w * out_h);
@@ -256,7 +272,7 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
         for (size_t t = 0; t < taps; ++t) out[t] = corner + tap_offsets[t];
         continue;
       }
-      uint8_t* row = gather ? &scratch.rows[r * k] : nullptr;
+      uint8_t* row = gather ? gathered + r * k : nullptr;
       for (size_t ky = 0; ky < s.kernel_height; ++ky) {
         const size_t iy = iy0 + ky;  // padded coordinate
         const bool y_inside = iy >= s.padding_top && iy - s.padding_top < s.input_height;

@@ -63,15 +63,21 @@ class QGemmTester {
   QGemmTester& seed(uint32_t v) { seed_ = v; return *this; }
   QGemmTester& constant_a(int32_t v) { constant_a_ = v; return *this; }
   QGemmTester& constant_b(int32_t v) { constant_b_ = v; return *this; }
+  // A starts on a 64-byte boundary (with lda % 64 == 0, the AMX tiles then read A in place).
+  QGemmTester& align_a(bool v) { align_a_ = v; return *this; }
 
   void Test() const {
     std::mt19937 rng(seed_);
     const size_t lda = k_ + padding_, ldb = n_ + padding_, ldc = n_ + padding_;
     const int32_t a_min = signed_ ? -128 : 0, a_max = signed_ ? 127 : 255;
     std::uniform_int_distribution<int32_t> a_dist(a_min, a_max), b_dist(-128, 127);
-    std::vector<uint8_t> a_bytes(m_ * lda);
-    for (uint8_t& v : a_bytes) {
-      v = static_cast<uint8_t>(constant_a_ ? *constant_a_ : a_dist(rng));
+    // A in a buffer with 64 bytes of slack, starting on a cache line when align_a().
+    std::vector<uint8_t> a_storage(m_ * lda + 64);
+    const size_t a_offset =
+        align_a_ ? (64 - reinterpret_cast<uintptr_t>(a_storage.data()) % 64) % 64 : 0;
+    uint8_t* const a_bytes = a_storage.data() + a_offset;
+    for (size_t i = 0; i < m_ * lda; ++i) {
+      a_bytes[i] = static_cast<uint8_t>(constant_a_ ? *constant_a_ : a_dist(rng));
     }
     std::vector<int8_t> b(k_ * ldb);
     for (int8_t& v : b) v = static_cast<int8_t>(constant_b_ ? *constant_b_ : b_dist(rng));
@@ -79,12 +85,12 @@ class QGemmTester {
     const PackedWeights packed = PackWeights(b.data(), k_, n_, ldb);
     std::vector<int32_t> actual(m_ * ldc, kSentinel), expected(m_ * ldc, kSentinel);
     if (signed_) {
-      const int8_t* a = reinterpret_cast<const int8_t*>(a_bytes.data());
+      const int8_t* a = reinterpret_cast<const int8_t*>(a_bytes);
       QGemmS8S8S32(a, m_, lda, a_zero_point_, packed, actual.data(), ldc);
       QGemmS8S8S32Ref(a, m_, k_, lda, a_zero_point_, b.data(), n_, ldb, expected.data(), ldc);
     } else {
-      QGemmU8S8S32(a_bytes.data(), m_, lda, a_zero_point_, packed, actual.data(), ldc);
-      QGemmU8S8S32Ref(a_bytes.data(), m_, k_, lda, a_zero_point_, b.data(), n_, ldb,
+      QGemmU8S8S32(a_bytes, m_, lda, a_zero_point_, packed, actual.data(), ldc);
+      QGemmU8S8S32Ref(a_bytes, m_, k_, lda, a_zero_point_, b.data(), n_, ldb,
                       expected.data(), ldc);
     }
     for (size_t i = 0; i < m_; ++i) {
@@ -116,6 +122,7 @@ class QGemmTester {
   size_t padding_ = 0;
   uint32_t seed_ = kBaseSeed;
   std::optional<int32_t> constant_a_, constant_b_;
+  bool align_a_ = false;
 };
 
 
@@ -508,6 +515,24 @@ TEST_P(QGemmAmxTest, LargeKMatchesReference) {
             .a_zero_point(kS8ZeroPoints[rotation % 3])
             .seed(++seed)
             .Test();
+      }
+    }
+  }
+}
+
+// Cache-line aligned rows with K a multiple of 64: unsigned activations feed the A tiles in place
+// (no gather) except in partial 16-row tiles, which are gathered; signed ones are always gathered.
+TEST_P(QGemmAmxTest, AlignedRowsMatchReference) {
+  uint32_t seed = BaseSeed() + 750000;
+  for (size_t padding : {0, 64}) {
+    for (size_t m : {16, 17, 32, 40, 48, 96, 97, 130}) {
+      for (size_t k : {64, 128, 576}) {
+        for (size_t n : {16, 40}) {
+          QGemmTester().m(m).n(n).k(k).a_zero_point(131).stride_padding(padding).align_a(true)
+              .seed(++seed).Test();
+          QGemmTester().m(m).n(n).k(k).signed_activations(true).a_zero_point(3)
+              .stride_padding(padding).align_a(true).seed(++seed).Test();
+        }
       }
     }
   }
