@@ -156,8 +156,26 @@ absl::StatusOr<QConvU8S8_NHWC> QConvU8S8_NHWC::Create(const QConvShape& shape,
   conv.shape_ = shape;
   conv.input_zero_point_ = input_zero_point;
   const size_t k = shape.kernel_height * shape.kernel_width * shape.input_channels;
-  // OHWI is B transposed: B[k][o] = w[o * K + k].
-  conv.packed_ = PackWeightsStrided(weights_ohwi, k, shape.output_channels, 1, k);
+  // Gathered (im2col) rows of a GEMM running AMX get K padded to whole 64-byte blocks with zero
+  // weights (the stem: 147 -> 192): the tiles then read the rows in place instead of copying
+  // them again, and no tail block is needed. Zero weights add nothing whatever the padding bytes
+  // of a row hold, and leave the column sums (hence the zero-point correction) unchanged.
+  const bool gathers = shape.kernel_height * shape.kernel_width > 1 &&
+                       shape.input_channels % kQGemmKGroup != 0;
+  const size_t packed_k =
+      gathers && QGemmUsesAmx() ? (k + kAmxKBlockBytes - 1) / kAmxKBlockBytes * kAmxKBlockBytes
+                                : k;
+  if (packed_k == k) {
+    // OHWI is B transposed: B[k][o] = w[o * K + k].
+    conv.packed_ = PackWeightsStrided(weights_ohwi, k, shape.output_channels, 1, k);
+  } else {
+    std::vector<int8_t> padded(shape.output_channels * packed_k, 0);
+    for (size_t o = 0; o < shape.output_channels; ++o) {
+      std::memcpy(&padded[o * packed_k], weights_ohwi + o * k, k);
+    }
+    conv.packed_ =
+        PackWeightsStrided(padded.data(), packed_k, shape.output_channels, 1, packed_k);
+  }
   if (bias != nullptr) conv.bias_.assign(bias, bias + shape.output_channels);
   conv.output_ = output;
   conv.zero_row_.assign(shape.input_channels, static_cast<uint8_t>(input_zero_point));
@@ -179,6 +197,9 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   const bool amx = QGemmUsesAmx();
   const bool gather =
       kernel_taps > 1 && (cin % kQGemmKGroup != 0 || (amx && k % kAmxKBlockBytes == 0));
+  // A gathered row holds K bytes, then (K padded at Create) bytes that meet zero weights.
+  const size_t row_bytes = gather ? packed_.k : k;
+  const uint8_t* const input_end = input + s.batch * s.input_height * s.input_width * cin;
   const size_t taps = gather ? 1 : kernel_taps;
 
   QOutputStage stage;
@@ -241,9 +262,10 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
     scratch.indirection.resize(rows * taps);
     // Gathered rows start on a cache line (the AMX tiles load them in place: a row that
     // straddles two lines costs two accesses); + 64 bytes of slack for the alignment.
+    // + 64 more for the 32-byte copies of short kernel rows below.
     uint8_t* gathered = nullptr;
     if (gather) {
-      scratch.rows.resize(rows * k + 64);
+      scratch.rows.resize(rows * row_bytes + 128);
       const uintptr_t address = reinterpret_cast<uintptr_t>(scratch.rows.data());
       gathered = scratch.rows.data() + (64 - address % 64) % 64;
     }
@@ -272,7 +294,7 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
         for (size_t t = 0; t < taps; ++t) out[t] = corner + tap_offsets[t];
         continue;
       }
-      uint8_t* row = gather ? gathered + r * k : nullptr;
+      uint8_t* row = gather ? gathered + r * row_bytes : nullptr;
       for (size_t ky = 0; ky < s.kernel_height; ++ky) {
         const size_t iy = iy0 + ky;  // padded coordinate
         const bool y_inside = iy >= s.padding_top && iy - s.padding_top < s.input_height;
@@ -280,9 +302,18 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
             y_inside ? image + (iy - s.padding_top) * s.input_width * cin : nullptr;
         if (gather && y_inside && ix0 >= s.padding_left &&
             ix0 + s.kernel_width - s.padding_left <= s.input_width) {
-          // The whole kernel row is inside: one contiguous run of kw * cin bytes.
-          std::memcpy(row + ky * s.kernel_width * cin, input_row + (ix0 - s.padding_left) * cin,
-                      s.kernel_width * cin);
+          // The whole kernel row is inside: one contiguous run of kw * cin bytes. Runs of at
+          // most 32 bytes (the stem's 7 x 3) copy a fixed 32 bytes, inlined instead of a
+          // library call per run; the excess lands where the next kernel row, the next row or
+          // the padding is written afterwards, or in the buffer's slack.
+          uint8_t* dst = row + ky * s.kernel_width * cin;
+          const uint8_t* src = input_row + (ix0 - s.padding_left) * cin;
+          const size_t run = s.kernel_width * cin;
+          if (run <= 32 && src + 32 <= input_end) {
+            std::memcpy(dst, src, 32);
+          } else {
+            std::memcpy(dst, src, run);
+          }
           continue;
         }
         for (size_t kx = 0; kx < s.kernel_width; ++kx) {
