@@ -19,13 +19,17 @@
 // zero-padded 1 KiB buffer (loading in place would read past the panel, and past the array for
 // the last panel).
 //
-// A is gathered: up to kAmxGatherRows rows of A (their `taps` segments copied back to back, the
-// sign bit flipped for s8 activations) go into a per-thread buffer with a row stride of whole
-// 64-byte K blocks, once per call; every panel pair of the call then reuses them. This serves
-// plain GEMM, the indirection GEMM of convolutions and partial row blocks alike, and never reads
-// an activation byte outside A. The bytes between K and the padded stride are left as they
-// are: they only ever meet zero weights (the packed zero padding of the last group or the
-// zero-padded tail buffer), and rows past M only produce sums that are never stored.
+// A is read in place when it can be (FindDirectRows): unsigned rows at a constant stride
+// (plain rows, or one-tap indirection pointers stepping evenly, e.g. a 1x1/1 convolution or rows
+// the conv driver gathered itself), K whole 64-byte blocks, and base and stride on cache lines
+// (a tile row straddling two lines made in-place loads slower than a copy). Otherwise A is
+// gathered: up to kAmxGatherRows rows (their `taps` segments copied back to back, the sign bit
+// flipped for s8 activations) go into a per-thread buffer with a row stride of whole 64-byte K
+// blocks, once per chunk of rows; every panel pair then reuses them. Partial 16-row tiles are
+// always gathered, so that no tile reads past row M - 1. Nothing outside A is ever read. The
+// bytes between K and the padded stride are left as they are: they only ever meet zero weights
+// (the packed zero padding of the last group or the zero-padded tail buffer), and rows past M
+// only produce sums that are never stored.
 //
 // Epilogue: the C tiles are stored to a per-thread 32 x 32 int32 buffer and each 16-int32 row
 // goes through the same StoreRows as the VNNI tile's registers (zero-point correction, bias,
