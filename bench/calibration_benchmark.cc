@@ -7,7 +7,15 @@
 //      benchmark, and the label says whether both computed the same scale and zero point.
 //      qlab splits each batch's two passes (range, bins) over both cores (its label says how
 //      many threads); PyTorch is held to one thread. Target: >= 20x.
-//   2. min-max observing (the `minmax` observer's Observe) against a plain memcpy of the same
+//      Steady state: the same two batches the other way round (wide batch first), so the second
+//      lies inside the observed range: qlab bins it in one pass (Histogram::AddIfInsideRange),
+//      PyTorch runs its usual histc + combine.
+//   2. Per-channel histograms (`per_channel_histogram`, no PyTorch counterpart timed here):
+//      ResNet-like weights [256, 2304] on axis 0, activations [32, 64, 32, 32] NCHW on axis 1
+//      (runs of 1024 values binned in place) and the same values NHWC [32, 32, 32, 64] on axis 3
+//      (transposed by blocks first), 2 batches + qparams, against the per-tensor observer on the
+//      same number of elements.
+//   3. min-max observing (the `minmax` observer's Observe) against a plain memcpy of the same
 //      tensor, the machine's copy bandwidth measured in the same run. memcpy moves twice the
 //      bytes (read + write), so observing reaches >= 50% of the copy bandwidth exactly when its
 //      time is <= memcpy's: target speedup >= 1.0.
@@ -62,10 +70,10 @@ const Batches& BatchesOf(int64_t n) {
   return it->second;
 }
 
-QuantParams QlabHistogramQParams(const Batches& b) {
+QuantParams QlabHistogramQParams(const Batches& b, bool steady = false) {
   auto observer = CreateObserver("histogram").value();
-  QLAB_CHECK(observer->Observe(b.first).ok());
-  QLAB_CHECK(observer->Observe(b.second).ok());
+  QLAB_CHECK(observer->Observe(steady ? b.second : b.first).ok());
+  QLAB_CHECK(observer->Observe(steady ? b.first : b.second).ok());
   return observer->ComputeQParams(kQUInt8).value();
 }
 
@@ -86,6 +94,80 @@ void BM_QlabHistogram(benchmark::State& state) {
   state.SetLabel(QlabHistogramLabel());
 }
 BENCHMARK(BM_QlabHistogram)->Arg(kSizes[0])->Arg(kSizes[1])->Unit(benchmark::kMillisecond);
+
+void BM_QlabHistogramSteady(benchmark::State& state) {
+  const Batches& b = BatchesOf(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(QlabHistogramQParams(b, /*steady=*/true));
+  state.SetItemsProcessed(state.iterations() * 2 * state.range(0));
+  state.SetLabel(QlabHistogramLabel());
+}
+BENCHMARK(BM_QlabHistogramSteady)->Arg(kSizes[0])->Arg(kSizes[1])->Unit(benchmark::kMillisecond);
+
+// --- per-channel histograms -------------------------------------------------------------------
+// A tensor of `shape` whose channel c along `axis` holds N(0, 0.5 + c / 64) values, the same
+// values whichever layout (the NHWC tensor is the NCHW one permuted).
+Tensor ChannelScaled(const Shape& shape, int axis, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Tensor t = Tensor::Create(DType::kFloat32, shape).value();
+  size_t inner = 1;
+  for (size_t a = static_cast<size_t>(axis) + 1; a < shape.size(); ++a) {
+    inner *= static_cast<size_t>(shape[a]);
+  }
+  const size_t channels = static_cast<size_t>(shape[static_cast<size_t>(axis)]);
+  float* x = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const size_t c = (static_cast<size_t>(i) / inner) % channels;
+    x[i] = (0.5f + static_cast<float>(c) / 64.0f) * normal(rng);
+  }
+  return t;
+}
+
+struct PerChannelCase {
+  const char* name;
+  Shape shape;
+  int axis;
+};
+const PerChannelCase kPerChannelCases[] = {
+    {"weights [256, 2304] axis 0", {256, 2304}, 0},
+    {"NCHW [32, 64, 32, 32] axis 1", {32, 64, 32, 32}, 1},
+    {"NHWC [32, 32, 32, 64] axis 3", {32, 32, 32, 64}, 3},
+};
+
+void BM_PerChannelHistogram(benchmark::State& state) {
+  const PerChannelCase& c = kPerChannelCases[state.range(0)];
+  const Tensor first = ChannelScaled(c.shape, c.axis, kSeed);
+  const Tensor second = ChannelScaled(c.shape, c.axis, kSeed + 1);
+  ObserverOptions options;
+  options.channel_axis = c.axis;
+  const QuantTarget target{DType::kInt8, -127, 127, QScheme::kPerChannelSymmetric};
+  for (auto _ : state) {
+    auto observer = CreateObserver("per_channel_histogram", options).value();
+    QLAB_CHECK(observer->Observe(first).ok());
+    QLAB_CHECK(observer->Observe(second).ok());
+    benchmark::DoNotOptimize(observer->ComputeQParams(target).value());
+  }
+  state.SetItemsProcessed(state.iterations() * 2 * first.numel());
+  state.SetLabel(c.name);
+}
+BENCHMARK(BM_PerChannelHistogram)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
+
+// The per-tensor observer on as many elements (the binning work without the per-channel split;
+// the L2 search runs once instead of once per channel).
+void BM_PerTensorHistogramSameSize(benchmark::State& state) {
+  const PerChannelCase& c = kPerChannelCases[state.range(0)];
+  const Tensor first = ChannelScaled(c.shape, c.axis, kSeed);
+  const Tensor second = ChannelScaled(c.shape, c.axis, kSeed + 1);
+  for (auto _ : state) {
+    auto observer = CreateObserver("histogram").value();
+    QLAB_CHECK(observer->Observe(first).ok());
+    QLAB_CHECK(observer->Observe(second).ok());
+    benchmark::DoNotOptimize(observer->ComputeQParams(kQUInt8).value());
+  }
+  state.SetItemsProcessed(state.iterations() * 2 * first.numel());
+  state.SetLabel(c.name);
+}
+BENCHMARK(BM_PerTensorHistogramSameSize)->DenseRange(0, 2)->Unit(benchmark::kMillisecond);
 
 // The accumulation kernel alone, beside its scalar reference.
 void BM_HistogramKernel(benchmark::State& state) {
@@ -132,12 +214,14 @@ struct TorchRun {
   std::string error;
 };
 
-TorchRun MeasurePyTorch(int64_t n) {
+TorchRun MeasurePyTorch(int64_t n, bool steady) {
   TorchRun run;
   const Batches& b = BatchesOf(n);
   const std::string dir = "/tmp";
   const std::string p1 = dir + "/qlab_calib_bench_1.f32", p2 = dir + "/qlab_calib_bench_2.f32";
-  for (const auto& [path, t] : {std::make_pair(p1, &b.first), std::make_pair(p2, &b.second)}) {
+  // Steady state: the wide batch first.
+  for (const auto& [path, t] : {std::make_pair(p1, steady ? &b.second : &b.first),
+                                std::make_pair(p2, steady ? &b.first : &b.second)}) {
     std::FILE* f = std::fopen(path.c_str(), "wb");
     if (f == nullptr || std::fwrite(t->raw_data(), 1, t->nbytes(), f) != t->nbytes()) {
       run.error = "cannot write " + path;
@@ -158,7 +242,7 @@ TorchRun MeasurePyTorch(int64_t n) {
     return run;
   }
   run.seconds = j["seconds"].get<double>();
-  const QuantParams ours = QlabHistogramQParams(b);
+  const QuantParams ours = QlabHistogramQParams(b, steady);
   uint32_t bits;
   std::memcpy(&bits, &ours.scales[0], sizeof(bits));
   run.same_qparams = bits == j["scale_bits"].get<uint32_t>() &&
@@ -167,22 +251,25 @@ TorchRun MeasurePyTorch(int64_t n) {
 }
 
 void RegisterPyTorchBenchmarks() {
-  for (int64_t n : kSizes) {
-    const TorchRun run = MeasurePyTorch(n);
-    benchmark::RegisterBenchmark(
-        ("BM_PyTorchHistogram/" + std::to_string(n)).c_str(),
-        [run, n](benchmark::State& state) {
-          if (run.seconds < 0) {
-            state.SkipWithError(run.error.c_str());
-            return;
-          }
-          for (auto _ : state) state.SetIterationTime(run.seconds);
-          state.SetItemsProcessed(state.iterations() * 2 * n);
-          state.SetLabel(run.same_qparams ? "same qparams as qlab" : "QPARAMS DIFFER from qlab");
-        })
-        ->UseManualTime()
-        ->Iterations(1)
-        ->Unit(benchmark::kMillisecond);
+  for (const bool steady : {false, true}) {
+    for (int64_t n : kSizes) {
+      const TorchRun run = MeasurePyTorch(n, steady);
+      benchmark::RegisterBenchmark(
+          ((steady ? "BM_PyTorchHistogramSteady/" : "BM_PyTorchHistogram/") + std::to_string(n))
+              .c_str(),
+          [run, n](benchmark::State& state) {
+            if (run.seconds < 0) {
+              state.SkipWithError(run.error.c_str());
+              return;
+            }
+            for (auto _ : state) state.SetIterationTime(run.seconds);
+            state.SetItemsProcessed(state.iterations() * 2 * n);
+            state.SetLabel(run.same_qparams ? "same qparams as qlab" : "QPARAMS DIFFER from qlab");
+          })
+          ->UseManualTime()
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+    }
   }
 }
 
@@ -217,6 +304,13 @@ int main(int argc, char** argv) {
     reporter.AddComparison("BM_PyTorchHistogram/" + size + "/iterations:1/manual_time",
                            "BM_QlabHistogram/" + size, 20.0,
                            "histogram observer, 2 batches + qparams, " + size + " elements");
+  }
+  for (int64_t n : qlab::calibration::kSizes) {
+    const std::string size = std::to_string(n);
+    reporter.AddComparison(
+        "BM_PyTorchHistogramSteady/" + size + "/iterations:1/manual_time",
+        "BM_QlabHistogramSteady/" + size, 20.0,
+        "histogram observer, steady state (2nd batch inside), " + size + " elements");
   }
   const std::string big = std::to_string(qlab::calibration::kSizes[1]);
   reporter.AddComparison("BM_Memcpy/" + big, "BM_MinMaxObserve/" + big, 1.0,

@@ -39,7 +39,8 @@ int WorkersFor(size_t n) {
 // (the object is never destroyed, so no exit-time join can hang), because starting a thread costs
 // 15-30 us on this machine against a few us to wake one, and a calibration step runs a batch's
 // two passes back to back. One caller at a time: a caller that finds them in use (observers
-// calibrating on several threads at once) runs its job alone.
+// calibrating on several threads at once) runs its job alone, and so does a job that starts
+// another one (ParallelTasks' tasks running batch passes): it already has the helpers.
 class Helpers {
  public:
   static Helpers& Get() {
@@ -54,8 +55,12 @@ class Helpers {
   // it must (the job reads the caller's data). `job` must therefore be complete by itself
   // whichever slots run: RunParts' workers take chunks from a shared counter until none is left.
   void Run(int count, const std::function<void(int)>& job) {
+    if (inside_job_ || count <= 0 || helpers_ == 0) {
+      job(0);
+      return;
+    }
     std::unique_lock<std::mutex> exclusive(run_mu_, std::try_to_lock);
-    if (!exclusive.owns_lock() || count <= 0 || helpers_ == 0) {
+    if (!exclusive.owns_lock()) {
       job(0);
       return;
     }
@@ -65,7 +70,9 @@ class Helpers {
       unclaimed_ = std::min(count, helpers_);
     }
     wake_.notify_all();
+    inside_job_ = true;
     job(0);
+    inside_job_ = false;
     std::unique_lock<std::mutex> lock(mu_);
     unclaimed_ = 0;
     idle_.wait(lock, [this] { return running_ == 0; });
@@ -85,12 +92,16 @@ class Helpers {
       const std::function<void(int)>* job = job_;
       ++running_;
       lock.unlock();
+      inside_job_ = true;
       (*job)(slot);
+      inside_job_ = false;
       lock.lock();
       if (--running_ == 0) idle_.notify_all();
     }
   }
 
+  // Whether this thread is running a job (nested Run calls run alone, see above).
+  static thread_local bool inside_job_;
   const int helpers_;
   std::mutex run_mu_;  // held by the caller whose job the helpers serve
   std::mutex mu_;      // guards the fields below
@@ -100,6 +111,8 @@ class Helpers {
   int unclaimed_ = 0;  // job slots not yet taken by a helper
   int running_ = 0;    // helpers inside a job
 };
+
+thread_local bool Helpers::inside_job_ = false;
 
 // Runs part(w, begin, end) over [0, n) cut into chunks of kParallelChunk elements, which the
 // `workers` workers (worker 0 is the caller's thread, the others Helpers) take in turn from a
@@ -140,10 +153,71 @@ void AccumulateParallel(const float* x, size_t n, const kernels::HistogramBinnin
   }
 }
 
+// The histogram kernel over every run of `values`: one run (the per-tensor case) split over the
+// workers; several (a channel of an NCHW tensor), run after run on the calling thread.
+void AccumulateRuns(const ValueRuns& values, const kernels::HistogramBinning& binning,
+                    int64_t* counts) {
+  if (values.runs == 1) {
+    AccumulateParallel(values.x, values.run_length, binning, counts);
+    return;
+  }
+  for (size_t r = 0; r < values.runs; ++r) {
+    kernels::HistogramAccumulate(values.x + r * values.run_stride, values.run_length, binning,
+                                 counts);
+  }
+}
+
+// The number of finite values (a point mass histogram's count).
+size_t CountFinite(const ValueRuns& values) {
+  size_t finite = 0;
+  for (size_t r = 0; r < values.runs; ++r) {
+    const float* run = values.x + r * values.run_stride;
+    for (size_t i = 0; i < values.run_length; ++i) finite += std::isfinite(run[i]) ? 1 : 0;
+  }
+  return finite;
+}
+
+// kernels::HistogramAccumulateIfInside over x[0, n), split over the workers as above. A worker
+// that finds an element outside [inside_lo, inside_hi] stops: the others skip the chunks left.
+// True with the counts added to `counts`, or false with `counts` unchanged.
+bool AccumulateIfInsideParallel(const float* x, size_t n, const kernels::HistogramBinning& binning,
+                                float inside_lo, float inside_hi, int64_t* counts) {
+  const int workers = WorkersFor(n);
+  if (workers == 1) {
+    return kernels::HistogramAccumulateIfInside(x, n, binning, inside_lo, inside_hi, counts);
+  }
+  // The first values on the calling thread alone: a batch that widens the range usually shows
+  // it there, and then no helper is woken (and possibly waited for) for nothing.
+  constexpr size_t kProbe = size_t{1} << 14;
+  std::vector<int64_t> probe(binning.bins, 0);
+  if (!kernels::HistogramAccumulateIfInside(x, kProbe, binning, inside_lo, inside_hi,
+                                            probe.data())) {
+    return false;
+  }
+  x += kProbe;
+  n -= kProbe;  // n >= kParallelMinElements > kProbe here
+  std::vector<std::vector<int64_t>> parts(static_cast<size_t>(workers),
+                                          std::vector<int64_t>(binning.bins, 0));
+  parts[0] = std::move(probe);
+  std::atomic<bool> outside{false};
+  RunParts(n, workers, [&](int w, size_t begin, size_t end) {
+    if (outside.load(std::memory_order_relaxed)) return;
+    if (!kernels::HistogramAccumulateIfInside(x + begin, end - begin, binning, inside_lo, inside_hi,
+                                              parts[static_cast<size_t>(w)].data())) {
+      outside.store(true, std::memory_order_relaxed);
+    }
+  });
+  if (outside.load()) return false;
+  for (const std::vector<int64_t>& part : parts) {
+    for (size_t j = 0; j < binning.bins; ++j) counts[j] += part[j];
+  }
+  return true;
+}
+
 // torch.histc(x, bins, min=lo, max=hi) added to `counts` (as float32 counts, like PyTorch's).
 // `lo`/`hi` are the doubles histc receives; equal bounds fall back to the data's range, then to
 // [lo - 1, hi + 1], as histc does.
-std::vector<double> Histc(const float* x, size_t n, int bins, double lo, double hi,
+std::vector<double> Histc(const ValueRuns& values, int bins, double lo, double hi,
                           float data_min, float data_max) {
   if (lo == hi) {
     lo = data_min;
@@ -157,10 +231,10 @@ std::vector<double> Histc(const float* x, size_t n, int bins, double lo, double 
   const kernels::HistogramBinning binning{static_cast<float>(lo), static_cast<float>(hi),
                                           static_cast<uint32_t>(bins)};
   if (binning.lo < binning.hi) {
-    AccumulateParallel(x, n, binning, counts.data());
+    AccumulateRuns(values, binning, counts.data());
   } else {
     // Bounds that collapse in float32 (a range narrower than one float ulp): one bin holds all.
-    for (size_t i = 0; i < n; ++i) counts[0] += std::isfinite(x[i]) ? 1 : 0;
+    counts[0] += static_cast<int64_t>(CountFinite(values));
   }
   // float32 counts, as PyTorch's histogram buffer holds them.
   return std::vector<double>(counts.begin(), counts.end());
@@ -222,6 +296,18 @@ double AddRepeated(double s, double v, int64_t m) {
 
 }  // namespace
 
+void ParallelTasks(size_t count, size_t total_elements, const std::function<void(size_t)>& task) {
+  const int workers = count > 1 ? WorkersFor(total_elements) : 1;
+  std::atomic<size_t> next{0};
+  const std::function<void(int)> work = [&](int) {
+    for (size_t i = next.fetch_add(1, std::memory_order_relaxed); i < count;
+         i = next.fetch_add(1, std::memory_order_relaxed)) {
+      task(i);
+    }
+  };
+  Helpers::Get().Run(workers - 1, work);
+}
+
 BatchMinMax ParallelMinMax(const float* x, size_t n) {
   const int workers = WorkersFor(n);
   std::vector<kernels::MinMaxResult> parts(static_cast<size_t>(workers),
@@ -271,21 +357,66 @@ double Histogram::total() const {
 }
 
 void Histogram::Add(const float* x, size_t n, float batch_min, float batch_max) {
+  Add(ValueRuns{x, 1, n, n}, batch_min, batch_max);
+}
+
+void Histogram::Add(const ValueRuns& values, float batch_min, float batch_max) {
   if (binning_ == HistogramBinning::kTorch113) {
-    AddTorch113(x, n, batch_min, batch_max);
+    AddTorch113(values, batch_min, batch_max);
   } else {
-    AddExact(x, n, batch_min, batch_max);
+    AddExact(values, batch_min, batch_max);
   }
 }
 
-void Histogram::AddTorch113(const float* x, size_t n, float batch_min, float batch_max) {
+bool Histogram::AddIfInsideRange(const ValueRuns& values) {
+  // A point mass (min == max) is not speculated on: kTorch113 restarts after it, and kExact's
+  // single bin is counted without the kernel.
+  if (empty() || !(min_ < max_) || values.runs != 1) return false;
+  const int bins = this->bins();
+  kernels::HistogramBinning binning{min_, max_, static_cast<uint32_t>(bins)};
+  if (binning_ == HistogramBinning::kTorch113) {
+    // AddTorch113 for a batch inside [min_, max_]: the combined range is [min_, max_] before
+    // _adjust_min_max, which must leave it unchanged (start_idx is then 0), or the batch
+    // re-bins the old counts whatever its values.
+    const float hist_bin_width =
+        (max_ - min_) / static_cast<float>(static_cast<int64_t>(bins) * kUpsampleRate);
+    const float grid = static_cast<float>(bins) * hist_bin_width;
+    const int64_t downsample_rate = static_cast<int64_t>(std::ceil((max_ - min_) / grid));
+    const float e = static_cast<float>(downsample_rate) * grid - (max_ - min_);
+    if (max_ + e != max_) return false;
+    // torch.histc's bounds; equal ones would fall back to the batch's own range.
+    const double lo = std::trunc(static_cast<double>(min_));
+    const double hi = std::trunc(static_cast<double>(max_));
+    if (lo == hi) return false;
+    binning.lo = static_cast<float>(lo);
+    binning.hi = static_cast<float>(hi);
+    if (!(binning.lo < binning.hi)) return false;
+  }
+  std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
+  if (!AccumulateIfInsideParallel(values.x, values.run_length, binning, min_, max_,
+                                  counts.data())) {
+    return false;
+  }
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (binning_ == HistogramBinning::kTorch113) {
+      // AddTorch113's same-range case: float32 counts, as PyTorch's buffer.
+      counts_[i] =
+          static_cast<float>(static_cast<float>(counts[i]) + static_cast<float>(counts_[i]));
+    } else {
+      counts_[i] += static_cast<double>(counts[i]);
+    }
+  }
+  return true;
+}
+
+void Histogram::AddTorch113(const ValueRuns& values, float batch_min, float batch_max) {
   const int bins = this->bins();
   // `same_values = min_val.item() == max_val.item()`; uninitialized is +inf/-inf.
   if (empty() || min_ == max_) {
     min_ = batch_min;
     max_ = batch_max;
     // torch.histc(x, bins, min=int(min_val), max=int(max_val)): Python's int() truncates.
-    counts_ = Histc(x, n, bins, std::trunc(static_cast<double>(min_)),
+    counts_ = Histc(values, bins, std::trunc(static_cast<double>(min_)),
                     std::trunc(static_cast<double>(max_)), batch_min, batch_max);
     return;
   }
@@ -307,7 +438,7 @@ void Histogram::AddTorch113(const float* x, size_t n, float batch_min, float bat
       static_cast<int64_t>(std::nearbyint((min_ - combined_min) / hist_bin_width));
 
   std::vector<double> combined =
-      Histc(x, n, bins, std::trunc(static_cast<double>(combined_min)),
+      Histc(values, bins, std::trunc(static_cast<double>(combined_min)),
             std::trunc(static_cast<double>(combined_max)), batch_min, batch_max);
   if (combined_min == min_ && combined_max == max_) {
     for (size_t i = 0; i < combined.size(); ++i) {
@@ -348,7 +479,7 @@ void Histogram::AddTorch113(const float* x, size_t n, float batch_min, float bat
   max_ = combined_max;
 }
 
-void Histogram::AddExact(const float* x, size_t n, float batch_min, float batch_max) {
+void Histogram::AddExact(const ValueRuns& values, float batch_min, float batch_max) {
   const int bins = this->bins();
   const float new_min = empty() ? batch_min : std::min(batch_min, min_);
   const float new_max = empty() ? batch_max : std::max(batch_max, max_);
@@ -359,11 +490,11 @@ void Histogram::AddExact(const float* x, size_t n, float batch_min, float batch_
   max_ = new_max;
   if (min_ < max_) {
     std::vector<int64_t> counts(static_cast<size_t>(bins), 0);
-    AccumulateParallel(x, n, {min_, max_, static_cast<uint32_t>(bins)}, counts.data());
+    AccumulateRuns(values, {min_, max_, static_cast<uint32_t>(bins)}, counts.data());
     for (size_t i = 0; i < counts.size(); ++i) counts_[i] += static_cast<double>(counts[i]);
   } else {
     // A point mass: every finite value equals min_ (== max_).
-    for (size_t i = 0; i < n; ++i) counts_[0] += std::isfinite(x[i]) ? 1.0 : 0.0;
+    counts_[0] += static_cast<double>(CountFinite(values));
   }
 }
 

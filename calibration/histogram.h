@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -39,6 +40,17 @@
 namespace qlab::calibration {
 
 enum class HistogramBinning { kTorch113, kExact };
+
+// The values one batch adds to one histogram: x[r * run_stride + i] for r < runs and
+// i < run_length. One run is a contiguous array; several are, for instance, one channel of an
+// NCHW tensor (a run of H*W values per image, C*H*W apart).
+struct ValueRuns {
+  const float* x;
+  size_t runs;
+  size_t run_length;
+  size_t run_stride;
+  size_t size() const { return runs * run_length; }
+};
 
 class Histogram {
  public:
@@ -51,6 +63,17 @@ class Histogram {
   // Adds a batch: the finite values of x[0, n), whose range (finite values only) is
   // [batch_min, batch_max]. Non-finite values are never counted.
   void Add(const float* x, size_t n, float batch_min, float batch_max);
+  // The same for values in runs (per-channel histograms); counts are those Add would give the
+  // values copied into one array.
+  void Add(const ValueRuns& values, float batch_min, float batch_max);
+
+  // Steady-state calibration in one pass instead of two (range, then bins): if every value of
+  // `values` (one run) lies inside [min(), max()] and Add would keep that range, adds them exactly
+  // as Add would and returns true; otherwise changes nothing and returns false, and the caller
+  // computes the batch's range and calls Add. The check rides on the binning pass and stops at
+  // the first block (4096 values) holding a value outside, so a batch that widens the range
+  // usually costs a few blocks more, and at worst (one outlier at the end) a second pass.
+  bool AddIfInsideRange(const ValueRuns& values);
 
   // Adds `other`'s counts (see the file comment). InvalidArgument for a different bin count or
   // binning.
@@ -72,8 +95,8 @@ class Histogram {
                                              std::vector<double> counts);
 
  private:
-  void AddTorch113(const float* x, size_t n, float batch_min, float batch_max);
-  void AddExact(const float* x, size_t n, float batch_min, float batch_max);
+  void AddTorch113(const ValueRuns& values, float batch_min, float batch_max);
+  void AddExact(const ValueRuns& values, float batch_min, float batch_max);
 
   HistogramBinning binning_;
   float min_;
@@ -120,6 +143,13 @@ struct BatchMinMax {
   size_t nan_count;
 };
 BatchMinMax ParallelMinMax(const float* x, size_t n);
+
+// Runs task(i) for every i in [0, count), on up to kMaxWorkers threads (the caller's one of them)
+// when `total_elements` (the work, in elements) reaches kParallelMinElements, else on the calling
+// thread; returns when all are done. Tasks are taken in turn from a shared counter, so which
+// thread runs a task varies: each task must compute the same thing on any thread (per-channel
+// histograms: one channel per task). Batch passes started inside a task run on its thread only.
+void ParallelTasks(size_t count, size_t total_elements, const std::function<void(size_t)>& task);
 
 // ---------------------------------------------------------------------------------------------
 // Compute many: clipping ranges from one histogram.

@@ -20,34 +20,7 @@ class HistogramFamilyObserver final : public Observer {
   HistogramFamilyObserver(const HistogramObserverConfig& config, const ObserverOptions& options)
       : config_(config), options_(options), histogram_(config.bins, config.binning) {}
 
-  std::string spec() const override {
-    std::string s;
-    std::vector<std::string> args;
-    switch (config_.method) {
-      case RangeMethod::kPercentile:
-        s = "percentile";
-        args.push_back(internal::FormatNumber(config_.percentile));
-        break;
-      case RangeMethod::kEntropy:
-        s = "entropy";
-        break;
-      case RangeMethod::kMse:
-        s = "mse";
-        break;
-      default:
-        s = "histogram";
-    }
-    if (config_.bins != 2048) args.push_back(absl::StrCat("bins=", config_.bins));
-    const HistogramBinning default_binning = config_.method == RangeMethod::kTorchL2
-                                                 ? HistogramBinning::kTorch113
-                                                 : HistogramBinning::kExact;
-    if (config_.binning != default_binning) {
-      args.push_back(absl::StrCat("torch_binning=",
-                                  config_.binning == HistogramBinning::kTorch113 ? 1 : 0));
-    }
-    for (size_t i = 0; i < args.size(); ++i) absl::StrAppend(&s, i == 0 ? ":" : ",", args[i]);
-    return s;
-  }
+  std::string spec() const override { return HistogramObserverSpec(config_, false); }
   bool per_channel() const override { return false; }
   const ObserverOptions& options() const override { return options_; }
 
@@ -55,6 +28,11 @@ class HistogramFamilyObserver final : public Observer {
     QLAB_RETURN_IF_ERROR(internal::CheckObservable(x, spec()));
     const float* data = x.data<float>();
     const size_t n = static_cast<size_t>(x.numel());
+    // One pass when the batch lies inside the range seen so far (NaN/Inf never do).
+    if (histogram_.AddIfInsideRange(ValueRuns{data, 1, n, n})) {
+      ++num_batches_;
+      return absl::OkStatus();
+    }
     // Both cores above a size threshold (histogram.h); same result as TensorMinMax.
     BatchMinMax r = ParallelMinMax(data, n);
     if (r.nan_count > 0 || std::isinf(r.min) || std::isinf(r.max)) {
@@ -184,6 +162,34 @@ class HistogramFamilyObserver final : public Observer {
 
 }  // namespace
 
+std::string HistogramObserverSpec(const HistogramObserverConfig& config, bool per_channel) {
+  std::string s = per_channel ? "per_channel_" : "";
+  std::vector<std::string> args;
+  switch (config.method) {
+    case RangeMethod::kPercentile:
+      s += "percentile";
+      args.push_back(internal::FormatNumber(config.percentile));
+      break;
+    case RangeMethod::kEntropy:
+      s += "entropy";
+      break;
+    case RangeMethod::kMse:
+      s += "mse";
+      break;
+    default:
+      s += "histogram";
+  }
+  if (config.bins != 2048) args.push_back(absl::StrCat("bins=", config.bins));
+  const HistogramBinning default_binning = config.method == RangeMethod::kTorchL2
+                                               ? HistogramBinning::kTorch113
+                                               : HistogramBinning::kExact;
+  if (config.binning != default_binning) {
+    args.push_back(
+        absl::StrCat("torch_binning=", config.binning == HistogramBinning::kTorch113 ? 1 : 0));
+  }
+  for (size_t i = 0; i < args.size(); ++i) absl::StrAppend(&s, i == 0 ? ":" : ",", args[i]);
+  return s;
+}
 std::unique_ptr<Observer> MakeHistogramObserver(const HistogramObserverConfig& config,
                                                 const ObserverOptions& options) {
   return std::make_unique<HistogramFamilyObserver>(config, options);

@@ -12,11 +12,12 @@
 // Collect once, compute many: CollectedHistogram() gives the histogram an observer holds, and
 // registry.h's CreateObserverFromHistogram() makes an observer of another method from it, so a
 // single calibration pass answers for every method. Merge re-bins by exact overlap (histogram.h).
-// Histogram observers are per tensor; per-channel histograms are not provided.
+// The per-channel variants (per_channel_histogram, ...) are in per_channel_histogram.h.
 #ifndef QLAB_CALIBRATION_HISTOGRAM_OBSERVERS_H_
 #define QLAB_CALIBRATION_HISTOGRAM_OBSERVERS_H_
 
 #include <memory>
+#include <string>
 
 #include "calibration/histogram.h"
 #include "calibration/observer.h"
@@ -29,6 +30,10 @@ struct HistogramObserverConfig {
   double percentile = 99.99;  // kPercentile only
   HistogramBinning binning = HistogramBinning::kTorch113;
 };
+
+// The canonical spec of `config` ("percentile:99.9,bins=512"; default arguments omitted),
+// prefixed with "per_channel_" for the per-channel variants.
+std::string HistogramObserverSpec(const HistogramObserverConfig& config, bool per_channel);
 
 // The registry's factory; `config` is assumed validated (the registry checks it).
 std::unique_ptr<Observer> MakeHistogramObserver(const HistogramObserverConfig& config,

@@ -378,6 +378,75 @@ TEST(ParallelBatchTest, BatchCountsEqualTheScalarKernel) {
   }
 }
 
+// --- One-pass steady state (AddIfInsideRange) --------------------------------------------------
+// A batch inside the range: the speculative pass gives exactly what Add gives after the range
+// pass (same counts and range, both binnings, serial and split over threads); a batch with a
+// value outside, a NaN or an Inf anywhere: false and the histogram unchanged.
+void ExpectSameHistogram(const Histogram& a, const Histogram& b, const std::string& trace) {
+  EXPECT_EQ(a.min(), b.min()) << trace;
+  EXPECT_EQ(a.max(), b.max()) << trace;
+  EXPECT_EQ(a.counts(), b.counts()) << trace;
+}
+
+TEST(AddIfInsideRangeTest, InsideBatchesEqualAddOutsideOnesChangeNothing) {
+  uint32_t seed = 7300;
+  for (const HistogramBinning binning : {HistogramBinning::kExact, HistogramBinning::kTorch113}) {
+    for (size_t n :
+         {size_t{1000}, size_t{20000}, kParallelMinElements + 3, 3 * kParallelChunk + 5}) {
+      const std::string trace =
+          std::string(binning == HistogramBinning::kExact ? "exact" : "torch") + " n " +
+          std::to_string(n) + " seed " + std::to_string(seed);
+      const std::vector<float> wide = Sample(Dist::kNormal, n, seed++, 3.0f);
+      const std::vector<float> narrow = Sample(Dist::kNormal, n, seed++, 1.0f);
+      Histogram fast(2048, binning), slow(2048, binning);
+      AddBatch(fast, wide);
+      AddBatch(slow, wide);
+      // Nothing to speculate on in an empty histogram.
+      Histogram empty(2048, binning);
+      EXPECT_FALSE(empty.AddIfInsideRange({narrow.data(), 1, n, n})) << trace;
+      // `narrow` (N(0, 1) against N(0, 3)) lies inside with overwhelming probability; checked.
+      const auto [lo, hi] = std::minmax_element(narrow.begin(), narrow.end());
+      ASSERT_TRUE(*lo >= fast.min() && *hi <= fast.max()) << trace;
+      // (kTorch113 would refuse if its range adjustment moved the range; with 2048 * 128 = 2^18
+      // grid steps it does not for these ranges, so both binnings must accept.)
+      EXPECT_TRUE(fast.AddIfInsideRange({narrow.data(), 1, n, n})) << trace;
+      AddBatch(slow, narrow);
+      ExpectSameHistogram(fast, slow, trace);
+      // One value outside (beyond the max, below the min, NaN, Inf) at the start, middle or end.
+      for (size_t at : {size_t{0}, n / 2, n - 1}) {
+        for (float bad :
+             {std::nextafter(fast.max(), 1e30f), std::nextafter(fast.min(), -1e30f),
+              std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+          std::vector<float> damaged = narrow;
+          damaged[at] = bad;
+          const Histogram before = fast;
+          EXPECT_FALSE(fast.AddIfInsideRange({damaged.data(), 1, n, n}))
+              << trace << " at " << at << " value " << bad;
+          ExpectSameHistogram(fast, before, trace);
+        }
+      }
+    }
+  }
+}
+
+TEST(AddIfInsideRangeTest, ObserverResultsDoNotDependOnTheShortcut) {
+  // An observer fed wide then narrow batches (the second takes the one-pass path) computes what
+  // the two-pass path computes, i.e. the histogram built by Add.
+  for (const char* spec : {"histogram", "entropy", "percentile:99.9", "mse"}) {
+    auto o = CreateObserver(spec).value();
+    const std::vector<float> wide = Sample(Dist::kNormal, 50000, 7400, 4.0f);
+    const std::vector<float> narrow = Sample(Dist::kNormal, 50000, 7401, 1.0f);
+    ASSERT_TRUE(o->Observe(AsTensor(wide)).ok());
+    ASSERT_TRUE(o->Observe(AsTensor(narrow)).ok());
+    Histogram expected(2048, std::string(spec) == "histogram" ? HistogramBinning::kTorch113
+                                                              : HistogramBinning::kExact);
+    AddBatch(expected, wide);
+    AddBatch(expected, narrow);
+    ExpectSameHistogram(*CollectedHistogram(*o), expected, spec);
+    EXPECT_EQ(o->num_batches(), 2);
+  }
+}
+
 // --- The L2 search ----------------------------------------------------------------------------
 // PyTorch 1.13's _non_linear_param_search and _compute_quantization_error written out plainly:
 // every quantity recomputed per candidate and bin, the floor division as one double division

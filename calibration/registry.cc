@@ -26,6 +26,7 @@
 #include "calibration/histogram_observers.h"
 #include "calibration/minmax.h"
 #include "calibration/observer_util.h"
+#include "calibration/per_channel_histogram.h"
 #include "core/interrupt.h"
 #include "core/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -69,15 +70,16 @@ ArgSpec TorchBinning(bool default_on) {
   return {"torch_binning", 0, 1, default_on ? 1.0 : 0.0, /*integer=*/true};
 }
 
-Factory HistogramFactory(RangeMethod method) {
-  return [method](const Args& a, const ObserverOptions& o) {
+Factory HistogramFactory(RangeMethod method, bool per_channel = false) {
+  return [method, per_channel](const Args& a, const ObserverOptions& o) {
     HistogramObserverConfig config;
     config.method = method;
     config.bins = static_cast<int>(a.at("bins"));
     config.percentile = a.count("p") != 0 ? a.at("p") : 0.0;
     config.binning = a.at("torch_binning") != 0.0 ? HistogramBinning::kTorch113
                                                   : HistogramBinning::kExact;
-    return MakeHistogramObserver(config, o);
+    return per_channel ? MakePerChannelHistogramObserver(config, o)
+                       : MakeHistogramObserver(config, o);
   };
 }
 
@@ -108,6 +110,16 @@ const std::vector<Entry>& Table() {
       {"entropy", false, "bins", {Bins(), TorchBinning(false)},
        HistogramFactory(RangeMethod::kEntropy)},
       {"mse", false, "bins", {Bins(), TorchBinning(false)}, HistogramFactory(RangeMethod::kMse)},
+      {"per_channel_histogram", true, "bins", {Bins(), TorchBinning(true)},
+       HistogramFactory(RangeMethod::kTorchL2, /*per_channel=*/true)},
+      {"per_channel_percentile", true, "p",
+       {{"p", 0.0, 100.0, std::nullopt, false, /*min_exclusive=*/true}, Bins(),
+        TorchBinning(false)},
+       HistogramFactory(RangeMethod::kPercentile, /*per_channel=*/true)},
+      {"per_channel_entropy", true, "bins", {Bins(), TorchBinning(false)},
+       HistogramFactory(RangeMethod::kEntropy, /*per_channel=*/true)},
+      {"per_channel_mse", true, "bins", {Bins(), TorchBinning(false)},
+       HistogramFactory(RangeMethod::kMse, /*per_channel=*/true)},
   };
   return *table;
 }
@@ -221,7 +233,13 @@ absl::StatusOr<std::unique_ptr<Observer>> CreateObserverFromHistogram(absl::stri
                                                                       const Observer& source) {
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<Observer> observer,
                         CreateObserver(spec, source.options()));
-  QLAB_RETURN_IF_ERROR(AdoptHistogram(source, *observer));
+  if (observer->per_channel() != source.per_channel()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot reuse the statistics of ", source.spec(), " for ", observer->spec(),
+                     ": one is per channel, the other per tensor"));
+  }
+  QLAB_RETURN_IF_ERROR(source.per_channel() ? AdoptPerChannelHistograms(source, *observer)
+                                            : AdoptHistogram(source, *observer));
   return observer;
 }
 

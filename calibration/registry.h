@@ -11,6 +11,10 @@
 //   percentile:99.99[,bins=2048]   percentile of |x| (symmetric) or of x (affine)
 //   entropy[:bins=2048]            TensorRT's KL-divergence calibration
 //   mse[:bins=2048]                the clip minimizing expected squared error
+//   per_channel_histogram[:bins=2048], per_channel_percentile:99.99[,bins=2048],
+//   per_channel_entropy[:bins=2048], per_channel_mse[:bins=2048]
+//                                  the four above with one histogram per channel (axis from
+//                                  ObserverOptions), see per_channel_histogram.h
 // Unknown names and bad arguments are InvalidArgument listing what exists / what is accepted.
 // Specs, quantizers, experiment flags and config files all go through CreateObserver.
 #ifndef QLAB_CALIBRATION_REGISTRY_H_
@@ -35,9 +39,10 @@ absl::StatusOr<std::unique_ptr<Observer>> CreateObserver(absl::string_view spec,
 absl::Status ValidateObserverSpec(absl::string_view spec, bool* per_channel = nullptr);
 
 // Collect once, compute many: an observer of `spec` (a histogram-family one: histogram,
-// percentile, entropy, mse) holding the histogram `source` collected, so another method's range
-// needs no second pass over the data. InvalidArgument unless both are histogram observers with
-// the same bins and torch_binning (e.g. "percentile:99.9" from "entropy", both exact binning).
+// percentile, entropy, mse, or their per_channel_ variants) holding the histogram(s) `source`
+// collected, so another method's range needs no second pass over the data. InvalidArgument unless
+// both are histogram observers, both per tensor or both per channel, with the same bins and
+// torch_binning (e.g. "percentile:99.9" from "entropy", both exact binning).
 absl::StatusOr<std::unique_ptr<Observer>> CreateObserverFromHistogram(absl::string_view spec,
                                                                       const Observer& source);
 

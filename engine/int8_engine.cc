@@ -216,6 +216,7 @@ struct Int8Engine::Impl {
   absl::Status CompilePool(const Node& node);
   absl::Status CompileLayout(const Node& node);
   absl::Status Compile(const Graph& g, int threads);
+  Int8EngineOptions options;
 
   // --- Execution ------------------------------------------------------------------------------
   absl::Status Execute(const Tensor& input);
@@ -285,13 +286,16 @@ absl::Status Int8Engine::Impl::CompileConv(const Node& node) {
       }
     }
   }
-  // Accumulator scale per output channel.
+  // Accumulator scale per output channel (exact in double: a product of two floats).
   std::vector<double> acc_scale(cout);
   for (int64_t o = 0; o < cout; ++o) {
     acc_scale[o] = static_cast<double>(xi.scale) * wp.scales[wp.scales.size() == 1 ? 0 : o];
   }
-  // Bias as int32 at the accumulator's scale: an int32 bias quantized at exactly that scale
-  // (DeriveBiasQParams) is used as is; a float bias is rounded to it.
+  // The bias. An int32 bias quantized at exactly the accumulator's scale (DeriveBiasQParams) is
+  // added to the accumulator as is (kDequantized: as the float the reference adds instead); a
+  // float bias stays float (kFloat) or is rounded to int32 at that scale.
+  std::vector<float> float_bias;
+  bool int32_bias = true;  // a bias on the int32 grid, or none
   if (node.inputs.size() > 2) {
     const Node& b = g.node(node.inputs[2]);
     step.bias.resize(cout);
@@ -307,10 +311,25 @@ absl::Status Int8Engine::Impl::CompileConv(const Node& node) {
                            : static_cast<int32_t>(std::nearbyint(
                                  q[o] * static_cast<double>(bias_scale) / acc_scale[o]));
       }
+      if (options.int32_bias == Int8EngineOptions::Int32Bias::kDequantized) {
+        // What the reference's dequantize of the bias computes: float(q - 0) * scale.
+        float_bias.resize(cout);
+        for (int64_t o = 0; o < cout; ++o) {
+          float_bias[o] = static_cast<float>(q[o]) * bp.scales[bp.scales.size() == 1 ? 0 : o];
+        }
+        step.bias.clear();
+        int32_bias = false;
+      }
     } else if (b.op == OpKind::kParameter && b.value.dtype() == DType::kFloat32) {
       const float* bf = b.value.data<float>();
-      for (int64_t o = 0; o < cout; ++o) {
-        step.bias[o] = static_cast<int32_t>(std::nearbyint(bf[o] / acc_scale[o]));
+      if (options.float_bias == Int8EngineOptions::FloatBias::kFloat) {
+        float_bias.assign(bf, bf + cout);
+        step.bias.clear();
+        int32_bias = false;
+      } else {
+        for (int64_t o = 0; o < cout; ++o) {
+          step.bias[o] = static_cast<int32_t>(std::nearbyint(bf[o] / acc_scale[o]));
+        }
       }
     } else {
       return NotLowered(node, "its bias is neither float nor an int32 parameter");
@@ -330,11 +349,26 @@ absl::Status Int8Engine::Impl::CompileConv(const Node& node) {
   ValueInfo out = ShapeInfo(node);
   kernels::QConvOutput& os = step.conv_output;
   os.multipliers.resize(cout);
+  os.float_bias = std::move(float_bias);
   if (q != kNoNode && IsStaticPerTensorQuantize(g.node(q))) {
     SetU8Quantization(g.node(q).attr<QuantizeAttrs>().params, out);
     os.type = kernels::QOutputType::kU8;
-    for (int64_t o = 0; o < cout; ++o) {
-      os.multipliers[o] = static_cast<float>(acc_scale[o] / out.scale);
+    // The reference's order, float conv output then quantize (v * (1.0f / y_s)), unless an
+    // int32 bias is asked to use one multiplier.
+    const bool one_multiplier =
+        int32_bias && options.int32_bias == Int8EngineOptions::Int32Bias::kOneMultiplier;
+    const bool rounded_float_bias =
+        node.inputs.size() > 2 && g.node(node.inputs[2]).op == OpKind::kParameter &&
+        options.float_bias == Int8EngineOptions::FloatBias::kRoundedToInt32;
+    if (one_multiplier || rounded_float_bias) {
+      os.requantization = kernels::QRequantization::kFloat;
+      for (int64_t o = 0; o < cout; ++o) {
+        os.multipliers[o] = static_cast<float>(acc_scale[o] / out.scale);
+      }
+    } else {
+      os.requantization = kernels::QRequantization::kFloatBias;
+      for (int64_t o = 0; o < cout; ++o) os.multipliers[o] = static_cast<float>(acc_scale[o]);
+      os.output_inverse_scale = 1.0f / out.scale;
     }
     os.zero_point = out.zero_point;
     os.min = relu ? std::max(out.zero_point, out.qmin) : out.qmin;
@@ -380,13 +414,20 @@ absl::Status Int8Engine::Impl::CompileAdd(const Node& node) {
     if (am < 256.0f && bm < 256.0f) {
       Step step{StepKind::kQAdd};
       step.inputs = {a, b};
-      step.add = {values[a].zero_point,
-                  am,
-                  values[b].zero_point,
-                  bm,
-                  out.zero_point,
-                  relu ? std::max(out.zero_point, out.qmin) : out.qmin,
-                  out.qmax};
+      kernels::QAddParams& add = step.add;
+      add.a_zero_point = values[a].zero_point;
+      add.a_multiplier = am;
+      add.b_zero_point = values[b].zero_point;
+      add.b_multiplier = bm;
+      add.output_zero_point = out.zero_point;
+      add.min = relu ? std::max(out.zero_point, out.qmin) : out.qmin;
+      add.max = out.qmax;
+      if (options.add == Int8EngineOptions::Add::kReference) {
+        // Dequantize both (float(q - zp) * s), add, quantize (* (1.0f / y_s)): the reference.
+        step.add.a_multiplier = values[a].scale;
+        step.add.b_multiplier = values[b].scale;
+        step.add.output_multiplier = 1.0f / out.scale;
+      }
       out.name = g.node(q).name;
       step.output = NewValue(out);
       value_of[q] = step.output;
@@ -438,10 +479,17 @@ absl::Status Int8Engine::Impl::CompilePool(const Node& node) {
       SetU8Quantization(g.node(q).attr<QuantizeAttrs>().params, out);
       Step step{StepKind::kQGlobalAvgPool};
       step.inputs = {x};
-      step.global_avg = {xi.zero_point,
-                         static_cast<float>(static_cast<double>(xi.scale) /
-                                            (static_cast<double>(out.scale) * xi.h * xi.w)),
-                         out.zero_point, out.qmin, out.qmax};
+      kernels::QGlobalAvgPoolParams& average = step.global_avg;
+      average.input_zero_point = xi.zero_point;
+      average.multiplier = static_cast<float>(static_cast<double>(xi.scale) /
+                                              (static_cast<double>(out.scale) * xi.h * xi.w));
+      average.output_zero_point = out.zero_point;
+      average.min = out.qmin;
+      average.max = out.qmax;
+      if (options.global_average == Int8EngineOptions::GlobalAverage::kReference) {
+        step.global_avg.input_scale = xi.scale;
+        step.global_avg.output_inverse_scale = 1.0f / out.scale;
+      }
       out.name = g.node(q).name;
       step.output = NewValue(out);
       value_of[q] = step.output;
@@ -653,18 +701,18 @@ void Int8Engine::Impl::RunStep(size_t index) {
       break;
     case StepKind::kQAdd:
       kernels::QAddU8(Buffer(step.inputs[0]), Buffer(step.inputs[1]), in_count, step.add,
-                      Buffer(step.output));
+                      Buffer(step.output), pool.get());
       break;
     case StepKind::kQMaxPool: {
       kernels::QPoolShape shape = step.qpool;
       shape.batch = n;
-      kernels::QMaxPoolU8_NHWC(shape, Buffer(step.inputs[0]), Buffer(step.output));
+      kernels::QMaxPoolU8_NHWC(shape, Buffer(step.inputs[0]), Buffer(step.output), pool.get());
       break;
     }
     case StepKind::kQGlobalAvgPool: {
       std::vector<int32_t> acc(n * in.c);
       kernels::QGlobalAvgPoolU8_NHWC(Buffer(step.inputs[0]), n, in.h * in.w, in.c, step.global_avg,
-                                     acc.data(), Buffer(step.output));
+                                     acc.data(), Buffer(step.output), pool.get());
       break;
     }
     case StepKind::kF32Add:
@@ -783,7 +831,13 @@ Int8Engine& Int8Engine::operator=(Int8Engine&&) noexcept = default;
 Int8Engine::~Int8Engine() = default;
 
 absl::StatusOr<Int8Engine> Int8Engine::Create(const Graph& converted, int threads) {
+  return Create(converted, threads, Int8EngineOptions());
+}
+
+absl::StatusOr<Int8Engine> Int8Engine::Create(const Graph& converted, int threads,
+                                              const Int8EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
+  impl->options = options;
   QLAB_RETURN_IF_ERROR(impl->Compile(converted, threads));
   return Int8Engine(std::move(impl));
 }

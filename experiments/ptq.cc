@@ -100,7 +100,7 @@ absl::Status ApplyWeightGranularity(const PtqConfig& c, QuantizationConfig& conf
   weight.format = config.weight->format();
   weight.format.qscheme = QScheme::kPerTensorSymmetric;
   weight.format.ch_axis = -1;
-  weight.observer = "minmax";
+  weight.observer = c.weight_calibrator.empty() ? "minmax" : c.weight_calibrator;
   QLAB_ASSIGN_OR_RETURN(config.weight, QuantizationSpec::Create(weight));
   return absl::OkStatus();
 }
@@ -228,8 +228,12 @@ absl::Status CheckOverridesMatch(const PtqConfig& c, const Graph& model) {
 absl::StatusOr<std::unique_ptr<BackendQuantizer>> MakeQuantizer(const PtqConfig& c) {
   QLAB_RETURN_IF_ERROR(ValidateConfig(c));
   QLAB_ASSIGN_OR_RETURN(const Backend backend, ParseBackend(c.quantizer));
-  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
-                        BackendQuantizer::Create(backend, c.calibrator));
+  // Per-tensor weights take their calibrator in ApplyWeightGranularity.
+  const std::string per_channel_weight_calibrator =
+      c.weight_granularity == "per_tensor" ? "" : c.weight_calibrator;
+  QLAB_ASSIGN_OR_RETURN(
+      std::unique_ptr<BackendQuantizer> quantizer,
+      BackendQuantizer::Create(backend, c.calibrator, per_channel_weight_calibrator));
   QuantizationConfig eight_bit = quantizer->default_config();
   QLAB_RETURN_IF_ERROR(ApplyWeightGranularity(c, eight_bit));
   QLAB_RETURN_IF_ERROR(ApplyActivationScheme(c, eight_bit));
@@ -496,6 +500,7 @@ nlohmann::json PtqConfig::ToJson() const {
                         {"quantizer", quantizer},
                         {"calibrator", calibrator},
                         {"weight_granularity", weight_granularity},
+                        {"weight_calibrator", weight_calibrator},
                         {"activation_scheme", activation_scheme},
                         {"weight_bits", weight_bits},
                         {"activation_bits", activation_bits},
@@ -528,6 +533,12 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer, MakeQuantizer(resolved));
   if (resolved.calibrator.empty()) {
     resolved.calibrator = quantizer->default_config().input_activation->observer();
+  }
+  if (resolved.weight_calibrator.empty() && quantizer->default_config().weight) {
+    // What MakeQuantizer used: per-tensor weights get minmax (ApplyWeightGranularity).
+    resolved.weight_calibrator = resolved.weight_granularity == "per_tensor"
+                                     ? "minmax"
+                                     : quantizer->default_config().weight->observer();
   }
   if (resolved.activation_scheme.empty()) {
     resolved.activation_scheme =
@@ -811,6 +822,8 @@ absl::StatusOr<PtqConfig> PtqConfigFromJson(const nlohmann::json& value) {
       s = text(c.calibrator);
     else if (key == "weight_granularity")
       s = text(c.weight_granularity);
+    else if (key == "weight_calibrator")
+      s = text(c.weight_calibrator);
     else if (key == "activation_scheme")
       s = text(c.activation_scheme);
     else if (key == "engine")

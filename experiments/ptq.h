@@ -42,6 +42,10 @@ struct PtqConfig {
   std::string quantizer = "xnnpack";
   std::string calibrator;  // activation calibrator (registry spec); empty: the backend's
   std::string weight_granularity = "per_channel";  // or "per_tensor"
+  // Weight calibrator (registry spec); empty: the backend's (per_channel_minmax, or minmax with
+  // weight_granularity per_tensor). Per-channel weights need a per-channel kind
+  // (per_channel_minmax, per_channel_mse, ...), per-tensor weights a per-tensor one.
+  std::string weight_calibrator;
   // Activation qscheme: "" keeps the backend's (xnnpack, x86: affine; tensorrt: symmetric);
   // "affine" / "symmetric" force per_tensor_affine / per_tensor_symmetric on the backend's own
   // dtype and range (x86 symmetric is uint8 with zero point 128: half the range unused after a

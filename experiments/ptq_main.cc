@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, calibrator, "",
           "activation calibrator (registry spec: minmax, moving_average:c=0.01, histogram, "
           "percentile:99.99, entropy, mse); default: the quantizer's");
 ABSL_FLAG(std::string, weight_granularity, "per_channel", "per_channel or per_tensor");
+ABSL_FLAG(std::string, weight_calibrator, "",
+          "weight calibrator (registry spec): per_channel_minmax, per_channel_mse, "
+          "per_channel_percentile:99.99, ... for per-channel weights; minmax, mse, ... with "
+          "--weight_granularity=per_tensor; default: the quantizer's");
 ABSL_FLAG(std::string, activation_scheme, "",
           "affine or symmetric (per-tensor activations on the backend's dtype and range); "
           "default: the quantizer's");
@@ -112,6 +116,7 @@ absl::Status Main() {
     config.quantizer = absl::GetFlag(FLAGS_quantizer);
     config.calibrator = absl::GetFlag(FLAGS_calibrator);
     config.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
+    config.weight_calibrator = absl::GetFlag(FLAGS_weight_calibrator);
     config.activation_scheme = absl::GetFlag(FLAGS_activation_scheme);
     config.weight_bits = absl::GetFlag(FLAGS_weight_bits);
     config.activation_bits = absl::GetFlag(FLAGS_activation_bits);

@@ -2,7 +2,8 @@
 // byte-identical records apart from their "timing" sections, and so does the same config on 1
 // and on 2 threads apart from the "threads" setting itself; another calibration seed changes
 // the calibration image list (and so the record). A small but real run: ResNet20 from the shared
-// checkpoint, 64 calibration images, 200 test images.
+// checkpoint, 64 calibration images, 200 test images. The same small run also checks that the
+// weight calibrator setting reaches the weights and the record, and that a wrong one is refused.
 #include <cstdlib>
 #include <string>
 
@@ -74,6 +75,35 @@ TEST(PtqDeterminismTest, BadConfigNamesTheSetting) {
   EXPECT_NE(RunPtq(c).status().message().find("tflite"), std::string::npos);
   c = SmallConfig();
   c.calibrator = "kl_divergence";
+  EXPECT_EQ(RunPtq(c).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// weight_calibrator chooses the weights' observer: per-channel MSE clips weight ranges that
+// min-max keeps whole, so the quantized layers' SQNR must change; the record names the
+// calibrator either way (the backend's default when the setting is empty).
+TEST(PtqDeterminismTest, WeightCalibratorSelectsTheWeightObserver) {
+  const absl::StatusOr<nlohmann::json> minmax = RunPtq(SmallConfig());
+  ASSERT_TRUE(minmax.ok()) << minmax.status();
+  EXPECT_EQ((*minmax)["config"]["weight_calibrator"], "per_channel_minmax");
+  PtqConfig c = SmallConfig();
+  c.weight_calibrator = "per_channel_mse";
+  const absl::StatusOr<nlohmann::json> mse = RunPtq(c);
+  ASSERT_TRUE(mse.ok()) << mse.status();
+  EXPECT_EQ((*mse)["config"]["weight_calibrator"], "per_channel_mse");
+  EXPECT_NE((*minmax)["results"]["per_layer_sqnr_db"].dump(),
+            (*mse)["results"]["per_layer_sqnr_db"].dump());
+
+  c.weight_granularity = "per_tensor";
+  c.weight_calibrator = "mse";
+  const absl::StatusOr<nlohmann::json> per_tensor = RunPtq(c);
+  ASSERT_TRUE(per_tensor.ok()) << per_tensor.status();
+  EXPECT_EQ((*per_tensor)["config"]["weight_calibrator"], "mse");
+
+  // A per-channel calibrator for per-tensor weights, and the reverse: refused, naming it.
+  c.weight_calibrator = "per_channel_mse";
+  EXPECT_NE(RunPtq(c).status().message().find("per_channel_mse"), std::string::npos);
+  c.weight_granularity = "per_channel";
+  c.weight_calibrator = "mse";
   EXPECT_EQ(RunPtq(c).status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -2,16 +2,28 @@
 // skeleton: this file re-includes itself through foreach_target.h; HWY_DYNAMIC_DISPATCH below).
 //
 // Blocks of kBlock elements: SIMD turns each block into bin indices (elements not counted go to a
-// dump slot, index `bins`), then a scalar loop increments four interleaved partial histograms of
-// uint32 (a block is far below 2^32), which are folded into the caller's int64 counts at the end.
-// Four partials break the store-to-load dependency when consecutive elements share a bin (narrow
-// distributions, constant tensors), the common case that makes a single histogram slow.
+// dump slot, index `bins`), and a scalar loop increments kPartials interleaved partial histograms
+// of uint32 (a block is far below 2^32), folded into int64 counts at the end. Partials break the
+// store-to-load dependency when consecutive elements share a bin (narrow distributions, the zeros
+// of post-ReLU data, constant tensors), the case that makes a single histogram slow.
+//
+// Software pipelining: the SIMD bin indices of block k+1 are computed one group of 16 elements at
+// a time between the increments of block k's groups. The two streams are independent (the
+// indices of block k were stored a whole block earlier), so the out-of-order core runs the vector
+// arithmetic (ports 0/5) under the increments (loads, stores, integer ALUs) instead of one after
+// the other. Measured on the project machine (Xeon, AVX3_DL, 1 M elements of N(0, 1), 2048
+// bins, one core): 0.73-0.93 ms per pass for the block-after-block loop with 4 partials, 0.52-0.62
+// ms pipelined (2 partials: 0.52 ms on spread data but 1.1 ms on a constant tensor; 8: 0.60 ms
+// spread, 0.65 ms post-ReLU, 0.60 ms constant — the most even, hence kPartials = 8). Computing
+// the index with a reciprocal multiply and an exactness check instead of the division was no
+// faster here (the division's throughput is hidden under the increments), so the division stays:
+// it is torch.histc's rule by construction.
+
+#include "kernels/histogram/histogram.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
-
-#include "kernels/histogram/histogram.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/histogram/histogram.cc"
@@ -26,93 +38,201 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 constexpr size_t kBlock = 4096;
-constexpr size_t kPartials = 4;
+constexpr size_t kGroup = 16;  // elements per pipelined step (a multiple of every target's lanes)
+constexpr size_t kPartials = 8;
+static_assert(kGroup % kPartials == 0 || kPartials % kGroup == 0, "groups split over partials");
 
-// Bin indices of x[0, n) (n <= kBlock) into idx; uncounted elements get `dump`.
+// The bin rule's constants as vectors, and the optional inside-range check (IfInside variants).
 template <class D>
-HWY_INLINE void BinIndices(D d, const float* x, size_t n, const HistogramBinning& b,
-                           int32_t* idx) {
+struct BinVectors {
+  BinVectors(D d, const HistogramBinning& b, float inside_lo, float inside_hi)
+      : lo(hn::Set(d, b.lo)),
+        hi(hn::Set(d, b.hi)),
+        nbins(hn::Set(d, static_cast<float>(b.bins))),
+        width(hn::Set(d, b.hi - b.lo)),
+        last(hn::Set(d, static_cast<float>(b.bins - 1))),
+        dump(hn::Set(hn::RebindToSigned<D>(), static_cast<int32_t>(b.bins))),
+        check_lo(hn::Set(d, inside_lo)),
+        check_hi(hn::Set(d, inside_hi)) {}
+  hn::Vec<D> lo, hi, nbins, width, last;
+  hn::Vec<hn::RebindToSigned<D>> dump;
+  hn::Vec<D> check_lo, check_hi;
+};
+
+// The bin indices of x[0, kGroup) into idx; uncounted elements get `dump`. With kCheck, the
+// lanes of elements outside [check_lo, check_hi] (NaN included) are OR-ed into *outside.
+template <bool kCheck, class D>
+HWY_INLINE void BinGroup(D d, const BinVectors<D>& c, const float* x, int32_t* idx,
+                         hn::Mask<D>* outside) {
   const hn::RebindToSigned<D> di;
-  const auto lo = hn::Set(d, b.lo);
-  const auto hi = hn::Set(d, b.hi);
-  const auto nbins = hn::Set(d, static_cast<float>(b.bins));
-  const auto width = hn::Set(d, b.hi - b.lo);
-  const auto last = hn::Set(d, static_cast<float>(b.bins - 1));
-  const auto dump = hn::Set(di, static_cast<int32_t>(b.bins));
   const size_t lanes = hn::Lanes(d);
-  size_t i = 0;
-  for (; i + lanes <= n; i += lanes) {
-    const auto v = hn::LoadU(d, x + i);
-    const auto inside = hn::And(hn::Ge(v, lo), hn::Le(v, hi));  // false for NaN
+  for (size_t j = 0; j < kGroup; j += lanes) {
+    const auto v = hn::LoadU(d, x + j);
+    const auto inside = hn::And(hn::Ge(v, c.lo), hn::Le(v, c.hi));  // false for NaN
     // Same operations in the same order as the scalar rule; Min folds bin == bins into the last
     // bin (and keeps lanes that are not counted finite before the conversion).
-    const auto scaled = hn::Div(hn::Mul(hn::Sub(v, lo), nbins), width);
-    const auto bin = hn::ConvertTo(di, hn::Min(hn::IfThenElseZero(inside, scaled), last));
-    hn::StoreU(hn::IfThenElse(hn::RebindMask(di, inside), bin, dump), di, idx + i);
-  }
-  for (; i < n; ++i) {
-    const float v = x[i];
-    if (!(v >= b.lo && v <= b.hi)) {
-      idx[i] = static_cast<int32_t>(b.bins);
-      continue;
+    const auto scaled = hn::Div(hn::Mul(hn::Sub(v, c.lo), c.nbins), c.width);
+    const auto bin = hn::ConvertTo(di, hn::Min(hn::IfThenElseZero(inside, scaled), c.last));
+    hn::StoreU(hn::IfThenElse(hn::RebindMask(di, inside), bin, c.dump), di, idx + j);
+    if (kCheck) {
+      *outside = hn::Or(*outside, hn::Not(hn::And(hn::Ge(v, c.check_lo), hn::Le(v, c.check_hi))));
     }
-    const float scaled = ((v - b.lo) * static_cast<float>(b.bins)) / (b.hi - b.lo);
-    idx[i] = static_cast<int32_t>(std::min(scaled, static_cast<float>(b.bins - 1)));
   }
 }
 
-size_t HistogramAccumulateImpl(const float* x, size_t n, const HistogramBinning& b,
-                               int64_t* counts) {
+// The scalar rule for one element (block tails).
+HWY_INLINE int32_t BinOf(float v, const HistogramBinning& b) {
+  if (!(v >= b.lo && v <= b.hi)) return static_cast<int32_t>(b.bins);
+  const float scaled = ((v - b.lo) * static_cast<float>(b.bins)) / (b.hi - b.lo);
+  return static_cast<int32_t>(std::min(scaled, static_cast<float>(b.bins - 1)));
+}
+
+// Bin indices of x[0, n) (n <= kBlock) into idx, not pipelined (the first block, the tail, short
+// arrays). Returns false (kCheck) if an element lies outside [inside_lo, inside_hi].
+template <bool kCheck, class D>
+HWY_INLINE bool BinIndices(D d, const BinVectors<D>& c, const float* x, size_t n,
+                           const HistogramBinning& b, float inside_lo, float inside_hi,
+                           int32_t* idx) {
+  auto outside = hn::FirstN(d, 0);
+  size_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) BinGroup<kCheck>(d, c, x + i, idx + i, &outside);
+  bool ok = !kCheck || hn::AllFalse(d, outside);
+  // Fewer than kGroup elements remain (a bound written out: GCC otherwise warns about the loop).
+  const size_t rest = std::min(n - i, kGroup - 1);
+  for (size_t t = 0; t < rest; ++t) {
+    const float v = x[i + t];
+    idx[i + t] = BinOf(v, b);
+    if (kCheck && !(v >= inside_lo && v <= inside_hi)) ok = false;
+  }
+  return ok;
+}
+
+// Adds one per index of idx[0, n) to the partials: partial p takes indices p, p + kPartials, ...
+// One base pointer per partial: each increment is a single add to memory.
+HWY_INLINE void Increment(const int32_t* idx, size_t n, uint32_t* const* partial) {
+  size_t k = 0;
+  for (; k + kPartials <= n; k += kPartials) {
+    for (size_t p = 0; p < kPartials; ++p) ++partial[p][idx[k + p]];
+  }
+  for (; k < n; ++k) ++partial[0][idx[k]];
+}
+
+// Short arrays (a run of one channel of an NCHW tensor, a small weight channel): the partials'
+// allocation and fold (kPartials * bins additions) would cost more than the elements, so the
+// increments go straight to the caller's counts. Returns false (kCheck), leaving the counts
+// unchanged, if an element lies outside [inside_lo, inside_hi].
+template <bool kCheck>
+size_t AccumulateDirect(const float* x, size_t n, const HistogramBinning& b, float inside_lo,
+                        float inside_hi, int64_t* counts, bool* inside) {
   const hn::ScalableTag<float> d;
+  const BinVectors<hn::ScalableTag<float>> c(d, b, inside_lo, inside_hi);
+  HWY_ALIGN int32_t idx[kBlock];
+  if (kCheck) {  // all blocks checked before any count changes
+    for (size_t begin = 0; begin < n; begin += kBlock) {
+      const size_t len = std::min(kBlock, n - begin);
+      if (!BinIndices<true>(d, c, x + begin, len, b, inside_lo, inside_hi, idx)) {
+        *inside = false;
+        return 0;
+      }
+    }
+  }
+  size_t counted = 0;
+  for (size_t begin = 0; begin < n; begin += kBlock) {
+    const size_t len = std::min(kBlock, n - begin);
+    BinIndices<false>(d, c, x + begin, len, b, inside_lo, inside_hi, idx);
+    for (size_t k = 0; k < len; ++k) {
+      const uint32_t bin = static_cast<uint32_t>(idx[k]);
+      if (bin == b.bins) continue;
+      ++counts[bin];
+      ++counted;
+    }
+  }
+  return counted;
+}
+
+template <bool kCheck>
+size_t Accumulate(const float* x, size_t n, const HistogramBinning& b, float inside_lo,
+                  float inside_hi, int64_t* counts, bool* inside) {
+  if (kCheck) *inside = true;
+  if (n < kPartials * static_cast<size_t>(b.bins)) {
+    return AccumulateDirect<kCheck>(x, n, b, inside_lo, inside_hi, counts, inside);
+  }
+  const hn::ScalableTag<float> d;
+  const BinVectors<hn::ScalableTag<float>> c(d, b, inside_lo, inside_hi);
   const size_t stride = b.bins + 1;  // + the dump slot
   std::vector<uint32_t> partial(kPartials * stride, 0);
-  size_t counted = 0;
+  uint32_t* bases[kPartials];
+  for (size_t p = 0; p < kPartials; ++p) bases[p] = partial.data() + p * stride;
+  // Folded here, not into `counts`, so that a failed check leaves `counts` untouched.
+  std::vector<int64_t> folded(b.bins, 0);
   auto fold = [&] {
     for (size_t p = 0; p < kPartials; ++p) {
-      for (size_t j = 0; j < b.bins; ++j) {
-        counts[j] += partial[p * stride + j];
-        counted += partial[p * stride + j];
-      }
+      for (size_t j = 0; j < b.bins; ++j) folded[j] += bases[p][j];
     }
     std::fill(partial.begin(), partial.end(), 0u);
   };
   // uint32 partials: fold long before any could reach 2^32.
   constexpr size_t kBlocksPerFold = (size_t{1} << 30) / kBlock;
-  HWY_ALIGN int32_t idx[kBlock];
-  size_t blocks = 0;
-  for (size_t begin = 0; begin < n; begin += kBlock) {
-    const size_t len = std::min(kBlock, n - begin);
-    BinIndices(d, x + begin, len, b, idx);
-    // The next block's cache lines are requested while this block's increments run (one line
-    // of 16 floats per 16 increments): the SIMD pass over the next block then finds its data in
-    // cache instead of stalling on memory that the hardware prefetcher, seeing a long pause in
-    // the loads, had not fetched yet.
-    const size_t ahead = std::min(kBlock, n - begin - len);  // elements of the next block
-    const float* next = x + begin + len;
-    // One base pointer per partial: each increment is then a single add to memory at
-    // base + 4 * index, with no address arithmetic of its own.
-    uint32_t* const p0 = partial.data();
-    uint32_t* const p1 = p0 + stride;
-    uint32_t* const p2 = p1 + stride;
-    uint32_t* const p3 = p2 + stride;
-    size_t k = 0;
-    for (; k + 16 <= len; k += 16) {
-      if (k < ahead) hwy::Prefetch(next + k);
-      for (size_t j = 0; j < 16; j += kPartials) {
-        ++p0[idx[k + j]];
-        ++p1[idx[k + j + 1]];
-        ++p2[idx[k + j + 2]];
-        ++p3[idx[k + j + 3]];
+  HWY_ALIGN int32_t idx[2][kBlock];
+  const size_t full_blocks = n / kBlock;
+  size_t blocks_since_fold = 0;
+  bool ok = true;
+  if (full_blocks > 0) {
+    ok = BinIndices<kCheck>(d, c, x, kBlock, b, inside_lo, inside_hi, idx[0]);
+  }
+  for (size_t k = 0; k < full_blocks && ok; ++k) {
+    const int32_t* current = idx[k & 1];
+    if (k + 1 < full_blocks) {
+      int32_t* next = idx[(k + 1) & 1];
+      const float* next_x = x + (k + 1) * kBlock;
+      // The block after next is requested a line per group (a group is one 64-byte line): the
+      // loads come slowly between increments, and the hardware prefetcher alone let a 16 M pass
+      // stall on memory (standalone, loaded machine: 48-54 ms per 16 M pass with this, 56-67
+      // without).
+      const bool prefetch = k + 2 < full_blocks;
+      auto outside = hn::FirstN(d, 0);
+      for (size_t g = 0; g < kBlock; g += kGroup) {
+        if (prefetch) hwy::Prefetch(next_x + kBlock + g);
+        BinGroup<kCheck>(d, c, next_x + g, next + g, &outside);
+        Increment(current + g, kGroup, bases);
       }
+      if (kCheck && !hn::AllFalse(d, outside)) ok = false;
+    } else {
+      Increment(current, kBlock, bases);
     }
-    for (; k < len; ++k) ++partial[static_cast<size_t>(idx[k])];
-    if (++blocks == kBlocksPerFold) {
+    if (++blocks_since_fold == kBlocksPerFold) {
       fold();
-      blocks = 0;
+      blocks_since_fold = 0;
     }
   }
+  const size_t tail = n - full_blocks * kBlock;
+  if (ok && tail > 0) {
+    ok = BinIndices<kCheck>(d, c, x + full_blocks * kBlock, tail, b, inside_lo, inside_hi, idx[0]);
+    if (ok) Increment(idx[0], tail, bases);
+  }
+  if (!ok) {
+    *inside = false;
+    return 0;
+  }
   fold();
+  size_t counted = 0;
+  for (size_t j = 0; j < b.bins; ++j) {
+    counts[j] += folded[j];
+    counted += static_cast<size_t>(folded[j]);
+  }
   return counted;
+}
+
+size_t HistogramAccumulateImpl(const float* x, size_t n, const HistogramBinning& b,
+                               int64_t* counts) {
+  return Accumulate<false>(x, n, b, 0.0f, 0.0f, counts, nullptr);
+}
+
+bool HistogramAccumulateIfInsideImpl(const float* x, size_t n, const HistogramBinning& b,
+                                     float inside_lo, float inside_hi, int64_t* counts) {
+  bool inside = true;
+  Accumulate<true>(x, n, b, inside_lo, inside_hi, counts, &inside);
+  return inside;
 }
 
 const char* HistogramChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
@@ -126,6 +246,7 @@ HWY_AFTER_NAMESPACE();
 namespace qlab::kernels {
 
 HWY_EXPORT(HistogramAccumulateImpl);
+HWY_EXPORT(HistogramAccumulateIfInsideImpl);
 HWY_EXPORT(HistogramChosenTargetName);
 
 size_t HistogramAccumulate(const float* x, size_t n, const HistogramBinning& binning,
@@ -133,7 +254,15 @@ size_t HistogramAccumulate(const float* x, size_t n, const HistogramBinning& bin
   return HWY_DYNAMIC_DISPATCH(HistogramAccumulateImpl)(x, n, binning, counts);
 }
 
-const char* HistogramKernelTargetName() { return HWY_DYNAMIC_DISPATCH(HistogramChosenTargetName)(); }
+bool HistogramAccumulateIfInside(const float* x, size_t n, const HistogramBinning& binning,
+                                 float inside_lo, float inside_hi, int64_t* counts) {
+  return HWY_DYNAMIC_DISPATCH(HistogramAccumulateIfInsideImpl)(x, n, binning, inside_lo, inside_hi,
+                                                               counts);
+}
+
+const char* HistogramKernelTargetName() {
+  return HWY_DYNAMIC_DISPATCH(HistogramChosenTargetName)();
+}
 
 }  // namespace qlab::kernels
 #endif  // HWY_ONCE

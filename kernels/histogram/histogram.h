@@ -8,7 +8,8 @@
 //              time, and the last bin includes its right edge (bin == bins -> bins - 1).
 // SIMD computes the bin indices of a block (the float arithmetic is identical lane by lane to
 // the scalar formula); the increments are scalar, spread over several partial histograms so
-// that runs of equal bins do not serialize on one memory location.
+// that runs of equal bins do not serialize on one memory location, and run while the next
+// block's indices are computed (see histogram.cc for the measurements behind the choices).
 #ifndef QLAB_KERNELS_HISTOGRAM_HISTOGRAM_H_
 #define QLAB_KERNELS_HISTOGRAM_HISTOGRAM_H_
 
@@ -29,6 +30,14 @@ struct HistogramBinning {
 // many elements were counted (the rest were outside [lo, hi] or NaN).
 size_t HistogramAccumulate(const float* x, size_t n, const HistogramBinning& binning,
                            int64_t* counts);
+
+// Steady-state calibration in one pass: as HistogramAccumulate, but only if every element of
+// x[0, n) lies in [inside_lo, inside_hi] (NaN never does). Returns true after adding the counts,
+// or false, leaving `counts` unchanged, as soon as a block holds an element outside: a caller
+// that speculated that a batch lies inside the range it has seen then computes the batch's range
+// and bins it again (calibration/histogram.h).
+bool HistogramAccumulateIfInside(const float* x, size_t n, const HistogramBinning& binning,
+                                 float inside_lo, float inside_hi, int64_t* counts);
 
 // Name of the Highway target the kernel dispatches to on this CPU.
 const char* HistogramKernelTargetName();

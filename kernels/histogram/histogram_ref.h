@@ -32,6 +32,15 @@ inline size_t HistogramAccumulateRef(const float* x, size_t n, const HistogramBi
   return counted;
 }
 
+inline bool HistogramAccumulateIfInsideRef(const float* x, size_t n, const HistogramBinning& b,
+                                           float inside_lo, float inside_hi, int64_t* counts) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!(x[i] >= inside_lo && x[i] <= inside_hi)) return false;
+  }
+  HistogramAccumulateRef(x, n, b, counts);
+  return true;
+}
+
 }  // namespace qlab::kernels
 
 #endif  // QLAB_KERNELS_HISTOGRAM_HISTOGRAM_REF_H_

@@ -42,8 +42,8 @@ absl::Status CheckOutputArray(size_t size, size_t channels, const char* name) {
 absl::Status ValidateOutput(const QConvOutput& out, size_t channels) {
   const bool requantizes = out.type == QOutputType::kU8 || out.type == QOutputType::kS8;
   const bool float_multipliers =
-      out.type == QOutputType::kF32 || (requantizes && out.requantization ==
-                                                           QRequantization::kFloat);
+      out.type == QOutputType::kF32 ||
+      (requantizes && out.requantization != QRequantization::kFixedPoint);
   if (float_multipliers) {
     if (absl::Status s = CheckOutputArray(out.multipliers.size(), channels, "multipliers");
         !s.ok()) {
@@ -56,6 +56,24 @@ absl::Status ValidateOutput(const QConvOutput& out, size_t channels) {
             " is not finite and positive"));
       }
     }
+  }
+  if (!out.float_bias.empty() && out.float_bias.size() != channels) {
+    return absl::InvalidArgumentError(absl::StrCat("QConv output stage: float_bias has ",
+                                                   out.float_bias.size(), " entries, want ",
+                                                   channels));
+  }
+  for (size_t i = 0; i < out.float_bias.size(); ++i) {
+    if (!std::isfinite(out.float_bias[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("QConv output stage: float_bias[", i, "] = ", out.float_bias[i],
+                       " is not finite"));
+    }
+  }
+  if (requantizes && out.requantization == QRequantization::kFloatBias &&
+      (!std::isfinite(out.output_inverse_scale) || out.output_inverse_scale <= 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QConv output stage: output_inverse_scale = ", out.output_inverse_scale,
+                     " is not finite and positive"));
   }
   if (requantizes && out.requantization == QRequantization::kFixedPoint) {
     if (absl::Status s =
@@ -215,6 +233,8 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   stage.multipliers = output_.multipliers.data();
   stage.fixed_multipliers = output_.fixed_multipliers.data();
   stage.shifts = output_.shifts.data();
+  stage.float_bias = output_.float_bias.empty() ? nullptr : output_.float_bias.data();
+  stage.output_inverse_scale = output_.output_inverse_scale;
   stage.zero_point = output_.zero_point;
   stage.min = output_.min;
   stage.max = output_.max;

@@ -79,6 +79,8 @@ struct QConvOutput {
   std::vector<float> multipliers;
   std::vector<int32_t> fixed_multipliers;
   std::vector<int32_t> shifts;
+  std::vector<float> float_bias;      // empty or output_channels entries (kF32, kFloatBias)
+  float output_inverse_scale = 1.0f;  // kFloatBias: 1.0f / output scale
   int32_t zero_point = 0;
   int32_t min = 0;    // fused ReLU: min = zero_point
   int32_t max = 255;

@@ -4,13 +4,16 @@
 // convolution), one row at a time, straight from the formulas: bias in plain integer arithmetic,
 // then kernels/quantize's own reference requantization and dequantization (RequantizeRef,
 // RequantizeFixedPointRef, DequantizeRef), so that the fused GEMM epilogue is held to exactly the
-// semantics of the stand-alone requantize kernels. Every Highway target must reproduce it bit for
+// semantics of the stand-alone requantize kernels. The float-bias mode is the float layer output
+// followed by kernels/quantize's own quantization rounding (ClampRoundedRef, as QuantizeRef and
+// FakeQuantizeRef apply it to v * inverse_scale). Every Highway target must reproduce it bit for
 // bit, floats included (each step is one IEEE operation; qlab builds with -ffp-contract=off).
 #ifndef QLAB_KERNELS_QGEMM_OUTPUT_STAGE_REF_H_
 #define QLAB_KERNELS_QGEMM_OUTPUT_STAGE_REF_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/qgemm/output_stage.h"
@@ -41,11 +44,24 @@ inline void QOutputStageRef(const int32_t* acc, size_t m, size_t n, size_t ldacc
         // float(acc - 0) * scale: dequantization with zero point 0.
         DequantizeRef(row.data(), dims, stage.multipliers, zero_zero_points.data(),
                       static_cast<float*>(out) + i * ldc);
+        if (stage.float_bias != nullptr) {
+          for (size_t j = 0; j < n; ++j)
+            static_cast<float*>(out)[i * ldc + j] += stage.float_bias[j];
+        }
         break;
       case QOutputType::kU8:
       case QOutputType::kS8: {
         auto requantize = [&](auto* y) {
-          if (stage.requantization == QRequantization::kFloat) {
+          using Q = std::remove_pointer_t<decltype(y)>;
+          if (stage.requantization == QRequantization::kFloatBias) {
+            for (size_t j = 0; j < n; ++j) {
+              const float scale = stage.multipliers[stage.per_channel ? j : 0];
+              float value = static_cast<float>(row[j]) * scale;  // the layer's float output
+              if (stage.float_bias != nullptr) value += stage.float_bias[j];
+              y[i * ldc + j] = static_cast<Q>(ClampRoundedRef(
+                  value * stage.output_inverse_scale, stage.zero_point, stage.min, stage.max));
+            }
+          } else if (stage.requantization == QRequantization::kFloat) {
             RequantizeRef(row.data(), dims, stage.multipliers, requant, y + i * ldc);
           } else {
             RequantizeFixedPointRef(row.data(), dims, stage.fixed_multipliers, stage.shifts,

@@ -159,9 +159,11 @@ constexpr size_t kStageVecs = kQGemmPanelColumns / kStageLanes;
 // A panel's stage parameters, loaded once per tile and reused for each of its rows.
 struct PanelStage {
   VI offset[kStageVecs];  // bias - zero_point * colsum: stages 1 and 2 in one add
-  VF scale[kStageVecs];   // fp32 multipliers (kF32, and kU8/kS8 with kFloat)
+  VF scale[kStageVecs];   // fp32 multipliers (kF32, and kU8/kS8 with kFloat or kFloatBias)
   VI fixed_multiplier[kStageVecs];
   VI shift[kStageVecs];
+  VF float_bias[kStageVecs];  // zero when the stage has none (kF32 and kFloatBias)
+  VF inverse_scale;           // output_inverse_scale (kFloatBias)
   // The clamp relative to the output zero point, [min - zp, max - zp], as floats and ints.
   VF low_f, high_f;
   VI low, high, zero_point;
@@ -182,7 +184,12 @@ HWY_INLINE PanelStage LoadPanelStage(const GemmArgs& g, size_t p) {
   float scale_tmp[kQGemmPanelColumns];
   const bool float_scale = s.type == QOutputType::kF32 ||
                            (s.type != QOutputType::kS32 &&
-                            s.requantization == QRequantization::kFloat);
+                            s.requantization != QRequantization::kFixedPoint);
+  float float_bias_tmp[kQGemmPanelColumns] = {};
+  const float* float_bias =
+      float_scale && s.float_bias != nullptr
+          ? PanelParams(s.float_bias, true, ps.column0, ps.columns, float_bias_tmp)
+          : float_bias_tmp;
   const bool fixed = s.type != QOutputType::kS32 && s.type != QOutputType::kF32 &&
                      s.requantization == QRequantization::kFixedPoint;
   const float* scales =
@@ -204,7 +211,9 @@ HWY_INLINE PanelStage LoadPanelStage(const GemmArgs& g, size_t p) {
     ps.scale[v] = float_scale ? hn::LoadU(df, scales + lane0) : hn::Zero(df);
     ps.fixed_multiplier[v] = fixed ? hn::LoadU(di, mults + lane0) : hn::Zero(di);
     ps.shift[v] = fixed ? hn::LoadU(di, shifts + lane0) : hn::Zero(di);
+    ps.float_bias[v] = hn::LoadU(df, float_bias + lane0);
   }
+  ps.inverse_scale = hn::Set(df, s.output_inverse_scale);
   ps.low = hn::Set(di, s.min - s.zero_point);
   ps.high = hn::Set(di, s.max - s.zero_point);
   ps.low_f = hn::Set(df, static_cast<float>(s.min - s.zero_point));
@@ -235,8 +244,11 @@ HWY_INLINE void StoreFirstLanes(hn::Vec<D> v, D d, size_t count, hn::TFromD<D>* 
 // exact for integer bounds (rounding is monotonic and leaves integers alone), and it keeps every
 // intermediate small: one clamp in float, one round-to-nearest-even conversion (NearestInt, the
 // CPU's default rounding mode, like std::nearbyint), one integer add.
-template <bool kFloat>
+// kFloatBias (only with kFloat) computes the value to round as the float reference does:
+// (float(acc) * scale + float_bias) * inverse_scale, one IEEE operation per step.
+template <bool kFloat, bool kFloatBias = false>
 HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
+  static_assert(kFloat || !kFloatBias, "the float-bias form is a float requantization");
   const DI di;
   if constexpr (kStageLanes == 1) {
     // One lane (SCALAR): plain integer / float math, the formulas verbatim. std::nearbyint rounds
@@ -245,7 +257,11 @@ HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
     const int32_t a = hn::GetLane(acc);
     int64_t q;
     if constexpr (kFloat) {
-      const float x = static_cast<float>(a) * hn::GetLane(ps.scale[v]);
+      float x = static_cast<float>(a) * hn::GetLane(ps.scale[v]);
+      if constexpr (kFloatBias) {
+        x = x + hn::GetLane(ps.float_bias[v]);
+        x = x * hn::GetLane(ps.inverse_scale);
+      }
       const float clamped = std::min(std::max(x, hn::GetLane(ps.low_f)), hn::GetLane(ps.high_f));
       q = static_cast<int64_t>(std::nearbyint(clamped));
     } else {
@@ -258,7 +274,8 @@ HWY_INLINE VI Requantize(const PanelStage& ps, size_t v, VI acc) {
   } else {
     if constexpr (kFloat) {
       const DF df;
-      const VF x = hn::Mul(hn::ConvertTo(df, acc), ps.scale[v]);
+      VF x = hn::Mul(hn::ConvertTo(df, acc), ps.scale[v]);
+      if constexpr (kFloatBias) x = hn::Mul(hn::Add(x, ps.float_bias[v]), ps.inverse_scale);
       const VF clamped = hn::Min(hn::Max(x, ps.low_f), ps.high_f);
 #if HWY_TARGET == HWY_AVX3_DL || HWY_TARGET == HWY_AVX3
       // vcvtps2dq alone: Highway's NearestInt adds an overflow fix-up that the clamp makes moot
@@ -330,6 +347,7 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
     }
   };
   const bool fixed = s.requantization == QRequantization::kFixedPoint;
+  const bool float_bias = s.requantization == QRequantization::kFloatBias;
   switch (s.type) {
     case QOutputType::kS32:
       for_each([&](size_t, VI value, size_t count, size_t i) {
@@ -337,10 +355,18 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
       });
       break;
     case QOutputType::kF32:
-      for_each([&](size_t v, VI value, size_t count, size_t i) {
-        StoreFirstLanes(hn::Mul(hn::ConvertTo(df, value), ps.scale[v]), df, count,
-                        static_cast<float*>(g.c) + i);
-      });
+      if (s.float_bias != nullptr) {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::Add(hn::Mul(hn::ConvertTo(df, value), ps.scale[v]),
+                                  ps.float_bias[v]),
+                          df, count, static_cast<float*>(g.c) + i);
+        });
+      } else {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(hn::Mul(hn::ConvertTo(df, value), ps.scale[v]), df, count,
+                          static_cast<float*>(g.c) + i);
+        });
+      }
       break;
     case QOutputType::kU8:
     case QOutputType::kS8: {
@@ -349,6 +375,10 @@ HWY_INLINE void StoreRows(const GemmArgs& g, const PanelStage& ps, size_t m0,
       if (fixed) {
         for_each([&](size_t v, VI value, size_t count, size_t i) {
           StoreFirstLanes(LowBytes(Requantize<false>(ps, v, value)), du8, count, out + i);
+        });
+      } else if (float_bias) {
+        for_each([&](size_t v, VI value, size_t count, size_t i) {
+          StoreFirstLanes(LowBytes(Requantize<true, true>(ps, v, value)), du8, count, out + i);
         });
       } else {
         for_each([&](size_t v, VI value, size_t count, size_t i) {

@@ -26,10 +26,10 @@ inline void QMaxPoolU8_NHWC_Ref(const QPoolShape& s, const uint8_t* x, uint8_t* 
           int best = -1;
           for (size_t ky = 0; ky < s.kernel_height; ++ky) {
             for (size_t kx = 0; kx < s.kernel_width; ++kx) {
-              const long iy = static_cast<long>(oy * s.stride_height + ky) -
-                              static_cast<long>(s.padding_top);
-              const long ix = static_cast<long>(ox * s.stride_width + kx) -
-                              static_cast<long>(s.padding_left);
+              const long iy =
+                  static_cast<long>(oy * s.stride_height + ky) - static_cast<long>(s.padding_top);
+              const long ix =
+                  static_cast<long>(ox * s.stride_width + kx) - static_cast<long>(s.padding_left);
               if (iy < 0 || ix < 0 || iy >= static_cast<long>(s.input_height) ||
                   ix >= static_cast<long>(s.input_width)) {
                 continue;
@@ -48,10 +48,27 @@ inline void QMaxPoolU8_NHWC_Ref(const QPoolShape& s, const uint8_t* x, uint8_t* 
   }
 }
 
-// global_avgpool_nhwc_u8_ref: int64 sums of (x - zp), then kernels/quantize's RequantizeRef.
+// global_avgpool_nhwc_u8_ref: int64 sums of (x - zp), then kernels/quantize's RequantizeRef; or
+// the float form's loops (qpool.h).
 inline void QGlobalAvgPoolU8_NHWC_Ref(const uint8_t* x, size_t batch, size_t pixels,
-                                      size_t channels, const QGlobalAvgPoolParams& p,
-                                      uint8_t* y) {
+                                      size_t channels, const QGlobalAvgPoolParams& p, uint8_t* y) {
+  if (p.input_scale > 0.0f) {  // float form: dequantize, average as kernels/fp32, quantize
+    for (size_t b = 0; b < batch; ++b) {
+      for (size_t c = 0; c < channels; ++c) {
+        float sum = 0.0f;
+        for (size_t q = 0; q < pixels; ++q) {
+          const float dequantized =
+              static_cast<float>(int32_t{x[(b * pixels + q) * channels + c]} - p.input_zero_point) *
+              p.input_scale;
+          sum = sum + dequantized;
+        }
+        const float mean = sum / static_cast<float>(pixels);
+        y[b * channels + c] = static_cast<uint8_t>(
+            ClampRoundedRef(mean * p.output_inverse_scale, p.output_zero_point, p.min, p.max));
+      }
+    }
+    return;
+  }
   std::vector<int32_t> acc(batch * channels);
   for (size_t b = 0; b < batch; ++b) {
     for (size_t c = 0; c < channels; ++c) {
@@ -74,7 +91,8 @@ inline void QAddU8Ref(const uint8_t* a, const uint8_t* b, size_t n, const QAddPa
     const float fb = static_cast<float>(int32_t{b[i]} - p.b_zero_point);
     const float scaled_a = fa * p.a_multiplier;
     const float scaled_b = fb * p.b_multiplier;
-    const float rounded = std::nearbyint(scaled_a + scaled_b);
+    const float sum = scaled_a + scaled_b;
+    const float rounded = std::nearbyint(sum * p.output_multiplier);
     const float q = rounded + static_cast<float>(p.output_zero_point);
     y[i] = static_cast<uint8_t>(
         std::min(std::max(q, static_cast<float>(p.min)), static_cast<float>(p.max)));

@@ -19,7 +19,7 @@ namespace {
 constexpr const char* kSpecs[] = {
     "minmax",           "moving_average:c=0.1", "per_channel_minmax",
     "per_channel_moving_average:c=0.2", "histogram:bins=64", "percentile:p=99.9,bins=64",
-    "entropy:bins=64",  "mse:bins=64",
+    "entropy:bins=64",  "mse:bins=64", "per_channel_histogram:bins=16",
 };
 
 absl::StatusOr<Tensor> Random(uint32_t seed) {
