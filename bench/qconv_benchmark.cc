@@ -1,10 +1,12 @@
 // int8 convolution benchmarks: kernels/qconv's QConvU8S8_NHWC beside oneDNN 2.6 (Debian's
 // libdnnl, the reference of the "int8 3x3 and 1x1 convs >= 0.8x oneDNN" target) on every
-// distinct conv shape of ResNet18 (and the bottleneck 1x1s of ResNet50) at 224x224, batch 1, with
+// distinct conv shape of ResNet18 and ResNet50 at 224x224, batch 1 (and one batch-8 row), with
 // 1 and 2 threads, in one binary and one run. Each row reports GOPS (2 per multiply-accumulate)
-// and the fraction of this machine's int8 peak, measured first in the same process by a VNNI
-// throughput loop (vpdpbusd zmm, 16 independent accumulators per thread). The ratio table at the
-// end compares qlab with oneDNN shape by shape.
+// and the fraction of this machine's int8 peak for the instruction set the row's kernels ran
+// ("peak"), measured first in the same process by throughput loops: VNNI (vpdpbusd zmm, 16
+// independent accumulators per thread) and, on CPUs with AMX-INT8, AMX (tdpbusd on 6 independent
+// accumulator tiles per thread). The ratio table at the end compares qlab with oneDNN shape by
+// shape.
 //
 // Both sides do the same work: uint8 NHWC activations with zero point 128, int8 weights (packed /
 // reordered once outside the timed loop, as an operator does at creation), int32 bias,
@@ -15,7 +17,8 @@
 //   bazel run //bench:qconv_benchmark -- --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true                        # table (medians)
 //   bazel run //bench:qconv_benchmark -- --benchmark_min_time=0.01      # smoke run
-//   bazel run //bench:qconv_benchmark -- --onednn_max_isa=avx512_core_vnni  # oneDNN without AMX
+//   bazel run //bench:qconv_benchmark -- --onednn_max_isa=avx512_core_vnni --qlab_amx=0
+//                                                          # both sides without AMX (VNNI)
 //
 // --onednn_max_isa (this binary's own flag, consumed before Google Benchmark's): oneDNN picks the
 // best ISA of the CPU, which on Xeons with AMX is its AMX int8 kernels (tile matrix multiply, far
@@ -23,6 +26,8 @@
 // is stated for a VNNI-only machine (shared/docs/ANCHORS.md); avx512_core_vnni caps oneDNN at
 // that ISA for a like-for-like comparison. oneDNN allows setting the cap once, before any
 // primitive, hence a flag rather than rows of both kinds in one run.
+// --qlab_amx=0 (also this binary's own): qlab's GEMMs take their AVX-512 VNNI path even on a CPU
+// with AMX (SetAmxEnabledForTesting(false)); the qlab rows' labels say which kernels ran.
 #include <omp.h>
 
 #include <algorithm>
@@ -42,6 +47,7 @@
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
 #include "kernels/qconv/qconv.h"
+#include "kernels/qgemm/amx_support.h"
 #include "kernels/qgemm/qgemm.h"
 #include "kernels/threadpool/threadpool.h"
 #include "oneapi/dnnl/dnnl.hpp"
@@ -58,16 +64,19 @@ constexpr int32_t kOutputZeroPoint = 0;  // ReLU output: [0, max] maps to [0, 25
 struct ConvLayer {
   const char* name;
   int64_t in_c, out_c, size, kernel, stride;
-  bool target;  // a 3x3 or 1x1 conv of ResNet18: the issue's >= 0.8x oneDNN applies
+  bool target;        // a 3x3 or 1x1 conv of ResNet18: the issue's >= 0.8x oneDNN applies
+  int64_t batch = 1;  // images per run
   int64_t OutSize() const { return (size + 2 * (kernel / 2) - kernel) / stride + 1; }
   double Ops() const {
     const double out = static_cast<double>(OutSize());
-    return 2.0 * out * out * static_cast<double>(out_c * in_c * kernel * kernel);
+    return 2.0 * static_cast<double>(batch) * out * out *
+           static_cast<double>(out_c * in_c * kernel * kernel);
   }
 };
 
-// Every distinct conv shape of ResNet18 at batch 1, one line per stage; then ResNet50's
-// bottleneck 1x1 shapes that ResNet18 does not have (its 3x3s are ResNet18's at 1/4 the width).
+// Every distinct conv shape of ResNet18 at batch 1, one line per stage; then the ResNet50 shapes
+// that ResNet18 does not have (torchvision's v1.5 bottlenecks: the stride sits on the 3x3; the
+// stride-1 3x3s are ResNet18's shapes); then one batch-8 case.
 const ConvLayer kLayers[] = {
     {"r18.conv1_7x7s2_3-64_224", 3, 64, 224, 7, 2, false},          // stem
     {"r18.layer1_3x3_64-64_56", 64, 64, 56, 3, 1, true},            // layer1 (x4)
@@ -86,11 +95,25 @@ const ConvLayer kLayers[] = {
     {"r50.layer3_1x1_1024-256_14", 1024, 256, 14, 1, 1, false},     // layer3 reduce
     {"r50.layer4_1x1_2048-512_7", 2048, 512, 7, 1, 1, false},       // layer4 reduce
     {"r50.layer4_1x1_512-2048_7", 512, 2048, 7, 1, 1, false},       // layer4 expand
+    {"r50.layer1.0.conv1_1x1_64-64_56", 64, 64, 56, 1, 1, false},
+    {"r50.layer2.0.conv1_1x1_256-128_56", 256, 128, 56, 1, 1, false},
+    {"r50.layer2.0.conv2_3x3s2_128-128_56", 128, 128, 56, 3, 2, false},
+    {"r50.layer2_1x1_128-512_28", 128, 512, 28, 1, 1, false},         // layer2 expand
+    {"r50.layer2.0.ds_1x1s2_256-512_56", 256, 512, 56, 1, 2, false},
+    {"r50.layer3.0.conv1_1x1_512-256_28", 512, 256, 28, 1, 1, false},
+    {"r50.layer3.0.conv2_3x3s2_256-256_28", 256, 256, 28, 3, 2, false},
+    {"r50.layer3_1x1_256-1024_14", 256, 1024, 14, 1, 1, false},       // layer3 expand
+    {"r50.layer3.0.ds_1x1s2_512-1024_28", 512, 1024, 28, 1, 2, false},
+    {"r50.layer4.0.conv1_1x1_1024-512_14", 1024, 512, 14, 1, 1, false},
+    {"r50.layer4.0.conv2_3x3s2_512-512_14", 512, 512, 14, 3, 2, false},
+    {"r50.layer4.0.ds_1x1s2_1024-2048_14", 1024, 2048, 14, 1, 2, false},
+    {"r18.layer3_3x3_256-256_14_batch8", 256, 256, 14, 3, 1, false, 8},
 };
 
-// --- Peak: VNNI throughput -------------------------------------------------------------------
-// Measured once in main() before any benchmark; rows divide by it.
-double g_peak_gops[3] = {0, 0, 0};  // by thread count
+// --- Peak: VNNI and AMX throughput ---------------------------------------------------------
+// Measured once in main() before any benchmark; rows divide by the one of their kernels' ISA.
+double g_peak_gops[3] = {0, 0, 0};      // VNNI, by thread count
+double g_amx_peak_gops[3] = {0, 0, 0};  // AMX, by thread count (0 without AMX)
 
 #if defined(__x86_64__)
 // 16 independent chains of zmm vpdpbusd (64 multiply-accumulates each): enough to cover the
@@ -116,15 +139,61 @@ __attribute__((target("avx512f,avx512vnni"), noinline)) int32_t VnniLoop(int64_t
 constexpr double kOpsPerIteration = 16 * 64 * 2;
 #endif
 
-double MeasurePeakGops(int threads) {
 #if defined(__x86_64__)
-  if (!__builtin_cpu_supports("avx512vnni")) return 0.0;
+// 6 independent accumulator tiles (tmm0-5) of tdpbusd on one A (tmm6) and one B (tmm7) tile,
+// each instruction 16 x 16 x 64 multiply-accumulates: enough chains to cover its latency. The
+// tiles are loaded from memory once; the caller must have AMX permission (AmxAvailable()).
+struct alignas(64) PeakTileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+__attribute__((target("amx-tile,amx-int8"), noinline)) int32_t AmxLoop(int64_t iterations) {
+  PeakTileConfig config = {};
+  config.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.rows[t] = 16;
+    config.colsb[t] = 64;
+  }
+  _tile_loadconfig(&config);
+  alignas(64) int8_t operand[16 * 64];
+  for (size_t i = 0; i < sizeof(operand); ++i) operand[i] = static_cast<int8_t>(i % 7);
+  __asm__ volatile("" ::: "memory");  // the tile loads' asm does not name the memory it reads
+  _tile_loadd(6, operand, 64);
+  _tile_loadd(7, operand, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_zero(4);
+  _tile_zero(5);
+  for (int64_t i = 0; i < iterations; ++i) {
+    _tile_dpbusd(0, 6, 7);
+    _tile_dpbusd(1, 6, 7);
+    _tile_dpbusd(2, 6, 7);
+    _tile_dpbusd(3, 6, 7);
+    _tile_dpbusd(4, 6, 7);
+    _tile_dpbusd(5, 6, 7);
+  }
+  alignas(64) int32_t sums[16 * 16];
+  _tile_stored(0, sums, 64);
+  _tile_release();
+  return sums[0];
+}
+constexpr double kAmxOpsPerIteration = 6 * 16 * 16 * 64 * 2;
+#endif
+
+// Best of 3 timed runs (after a warm-up) of loop(iterations) on every thread of a pool; the
+// loop does ops_per_iteration operations per iteration.
+template <class Loop>
+double MeasureLoopGops(int threads, Loop loop, int64_t iterations, double ops_per_iteration) {
   ThreadPool pool(static_cast<size_t>(threads));
-  constexpr int64_t kIterations = 20'000'000;
   std::vector<int32_t> sinks(static_cast<size_t>(threads));
   const auto run = [&] {
     pool.ParallelFor(static_cast<size_t>(threads),
-                     [&](size_t t) { sinks[t] = VnniLoop(kIterations); });
+                     [&](size_t t) { sinks[t] = loop(iterations); });
   };
   run();  // warm-up: clocks ramp up, workers start
   double best = 0.0;
@@ -133,26 +202,45 @@ double MeasurePeakGops(int threads) {
     run();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, kOpsPerIteration * kIterations * threads / seconds * 1e-9);
+    best = std::max(best, ops_per_iteration * static_cast<double>(iterations) * threads /
+                              seconds * 1e-9);
   }
   benchmark::DoNotOptimize(sinks.data());
   return best;
+}
+
+double MeasureAmxPeakGops(int threads) {
+#if defined(__x86_64__)
+  if (!AmxAvailable()) return 0.0;
+  return MeasureLoopGops(threads, AmxLoop, 2'000'000, kAmxOpsPerIteration);
 #else
   (void)threads;
   return 0.0;
 #endif
 }
 
-void ReportRates(benchmark::State& state, double ops, int threads) {
+double MeasurePeakGops(int threads) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx512vnni")) return 0.0;
+  return MeasureLoopGops(threads, VnniLoop, 20'000'000, kOpsPerIteration);
+#else
+  (void)threads;
+  return 0.0;
+#endif
+}
+
+// amx: whether the row's kernels ran AMX tiles (then "peak" is the AMX peak, else VNNI's).
+void ReportRates(benchmark::State& state, double ops, int threads, bool amx) {
   const double gops = ops * 1e-9;
   state.counters["GOPS"] =
       benchmark::Counter(gops * static_cast<double>(state.iterations()),
                          benchmark::Counter::kIsRate);
   // Fraction of the measured peak at this thread count: GOPS / peak, as a rate too.
-  if (g_peak_gops[threads] > 0) {
-    state.counters["peak"] = benchmark::Counter(
-        gops / g_peak_gops[threads] * static_cast<double>(state.iterations()),
-        benchmark::Counter::kIsRate);
+  const double peak = amx ? g_amx_peak_gops[threads] : g_peak_gops[threads];
+  if (peak > 0) {
+    state.counters["peak"] =
+        benchmark::Counter(gops / peak * static_cast<double>(state.iterations()),
+                           benchmark::Counter::kIsRate);
   }
 }
 
@@ -167,7 +255,7 @@ LayerData MakeData(const ConvLayer& layer) {
   std::mt19937 rng(kSeed);
   std::uniform_int_distribution<int> u8(0, 255), s8(-127, 127), bias(-5000, 5000);
   LayerData d;
-  d.input.resize(static_cast<size_t>(layer.size * layer.size * layer.in_c));
+  d.input.resize(static_cast<size_t>(layer.batch * layer.size * layer.size * layer.in_c));
   for (uint8_t& v : d.input) v = static_cast<uint8_t>(u8(rng));
   d.weights_ohwi.resize(
       static_cast<size_t>(layer.out_c * layer.kernel * layer.kernel * layer.in_c));
@@ -184,6 +272,7 @@ LayerData MakeData(const ConvLayer& layer) {
 void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   const LayerData d = MakeData(layer);
   QConvShape shape;
+  shape.batch = static_cast<size_t>(layer.batch);
   shape.input_height = shape.input_width = static_cast<size_t>(layer.size);
   shape.input_channels = static_cast<size_t>(layer.in_c);
   shape.output_channels = static_cast<size_t>(layer.out_c);
@@ -204,14 +293,14 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
     return;
   }
   ThreadPool pool(static_cast<size_t>(threads));
-  std::vector<uint8_t> output(static_cast<size_t>(layer.OutSize() * layer.OutSize() *
-                                                  layer.out_c));
-  state.SetLabel(QGemmKernelsTargetName());
+  std::vector<uint8_t> output(
+      static_cast<size_t>(layer.batch * layer.OutSize() * layer.OutSize() * layer.out_c));
+  state.SetLabel(QGemmKernelsName());
   for (auto _ : state) {
     conv->Run(d.input.data(), output.data(), &pool);
     benchmark::ClobberMemory();
   }
-  ReportRates(state, layer.Ops(), threads);
+  ReportRates(state, layer.Ops(), threads, QGemmUsesAmx());
 }
 
 // --- oneDNN ----------------------------------------------------------------------------------
@@ -222,10 +311,10 @@ void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   const int64_t out = layer.OutSize(), pad = layer.kernel / 2;
-  const memory::dims src_dims = {1, layer.in_c, layer.size, layer.size};
+  const memory::dims src_dims = {layer.batch, layer.in_c, layer.size, layer.size};
   const memory::dims weight_dims = {layer.out_c, layer.in_c, layer.kernel, layer.kernel};
   const memory::dims bias_dims = {layer.out_c};
-  const memory::dims dst_dims = {1, layer.out_c, out, out};
+  const memory::dims dst_dims = {layer.batch, layer.out_c, out, out};
   const memory::desc src_md(src_dims, memory::data_type::u8, memory::format_tag::nhwc);
   const memory::desc dst_md(dst_dims, memory::data_type::u8, memory::format_tag::nhwc);
   const memory::desc bias_md(bias_dims, memory::data_type::s32, memory::format_tag::a);
@@ -260,13 +349,15 @@ void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
                           {DNNL_ARG_DST, dst}});
     stream.wait();
   }
-  ReportRates(state, layer.Ops(), threads);
+  ReportRates(state, layer.Ops(), threads,
+              std::string(pd.impl_info_str()).find("amx") != std::string::npos);
 }
 
-void PeakBenchmark(benchmark::State& state, int threads) {
-  for (auto _ : state) benchmark::DoNotOptimize(g_peak_gops[threads]);
-  state.counters["GOPS"] = g_peak_gops[threads];
-  state.SetLabel("measured at start-up, vpdpbusd zmm loop");
+void PeakBenchmark(benchmark::State& state, const double* peaks, int threads,
+                   const char* label) {
+  for (auto _ : state) benchmark::DoNotOptimize(peaks[threads]);
+  state.counters["GOPS"] = peaks[threads];
+  state.SetLabel(label);
 }
 
 std::string RowName(const char* system, const ConvLayer& layer, int threads) {
@@ -276,7 +367,12 @@ std::string RowName(const char* system, const ConvLayer& layer, int threads) {
 void RegisterAll(bench::RatioReporter& reporter) {
   for (int threads : {1, 2}) {
     benchmark::RegisterBenchmark(("vnni_peak/threads:" + std::to_string(threads)).c_str(),
-                                 PeakBenchmark, threads)
+                                 PeakBenchmark, g_peak_gops, threads,
+                                 "measured at start-up, vpdpbusd zmm loop")
+        ->Iterations(1);
+    benchmark::RegisterBenchmark(("amx_peak/threads:" + std::to_string(threads)).c_str(),
+                                 PeakBenchmark, g_amx_peak_gops, threads,
+                                 "measured at start-up, tdpbusd loop (0: no AMX)")
         ->Iterations(1);
   }
   for (const char* system : {"qlab", "onednn"}) {
@@ -307,9 +403,19 @@ void RegisterAll(bench::RatioReporter& reporter) {
 int main(int argc, char** argv) {
   using namespace qlab::kernels;
   const std::string kIsaFlag = "--onednn_max_isa=";
+  const std::string kAmxFlag = "--qlab_amx=";
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
+    if (arg.rfind(kAmxFlag, 0) == 0) {
+      const std::string value = arg.substr(kAmxFlag.size());
+      if (value != "0" && value != "1") {
+        std::fprintf(stderr, "--qlab_amx: want 0 or 1, got %s\n", value.c_str());
+        return 1;
+      }
+      SetAmxEnabledForTesting(value == "1");
+      continue;
+    }
     if (arg.rfind(kIsaFlag, 0) != 0) {
       argv[kept++] = argv[i];
       continue;
@@ -326,6 +432,8 @@ int main(int argc, char** argv) {
   argc = kept;
   g_peak_gops[1] = MeasurePeakGops(1);
   g_peak_gops[2] = MeasurePeakGops(2);
+  g_amx_peak_gops[1] = MeasureAmxPeakGops(1);
+  g_amx_peak_gops[2] = MeasureAmxPeakGops(2);
   qlab::bench::RatioReporter reporter;
   RegisterAll(reporter);
   return qlab::bench::RunBenchmarksWithRatios(argc, argv, reporter);

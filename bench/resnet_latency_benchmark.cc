@@ -1,5 +1,5 @@
 // Whole-model latency: qlab's FP32 engine and lowered int8 engine against PyTorch 1.13 on
-// torchvision ResNet18 and ResNet50 at 224x224, batch 1, 2 threads, in one run.
+// torchvision ResNet18 and ResNet50 at 224x224, batch 1, 2 threads (or --threads), in one run.
 //
 // qlab's side: the model built with deterministic random weights, batch norm folded, quantized
 // with the x86 backend (uint8 activations, per-channel int8 weights: oneDNN's convention) and
@@ -10,11 +10,17 @@
 // ratio table then compares medians measured minutes apart at most, on the same machine.
 //
 //   bazel run //bench:resnet_latency_benchmark -- --benchmark_repetitions=5
+//   bazel run //bench:resnet_latency_benchmark -- --threads=1   # both sides on one thread
+//
+// --threads=N (this binary's own flag, default 2) sets the thread count of both sides. One
+// thread is the comparison that survives a machine whose cores are shared with other work: at
+// 2 threads every per-layer barrier waits whenever the second core is taken by another process.
 //
 // Targets (issue 6 and 7): qlab FP32 <= 1.0x PyTorch's FP32 latency; qlab int8 faster than
 // PyTorch's onednn int8.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -36,7 +42,7 @@
 namespace qlab::bench {
 namespace {
 
-constexpr int kThreads = 2;
+int g_threads = 2;  // both sides' thread count (--threads)
 
 Tensor RandomImage(uint32_t seed) {
   Tensor t = Tensor::Create(DType::kFloat32, {1, 3, 224, 224}).value();
@@ -55,13 +61,14 @@ QlabModel BuildQlab(const std::string& name) {
   Graph model = BuildResNet(ModelByName(name).value()).value();
   QLAB_CHECK(FoldBatchNorm(model).ok());
   QlabModel m;
-  m.fp32 = std::make_unique<Fp32Engine>(Fp32Engine::Create(model, kThreads).value());
+  m.fp32 = std::make_unique<Fp32Engine>(Fp32Engine::Create(model, g_threads).value());
   auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax").value();
   PreparedModel prepared = PrepareWith(model, *quantizer).value();
   for (uint32_t seed = 0; seed < 2; ++seed)
     QLAB_CHECK(prepared.Calibrate({RandomImage(seed)}).ok());
   m.int8 =
-      std::make_unique<Int8Engine>(Int8Engine::Create(Convert(prepared).value(), kThreads).value());
+      std::make_unique<Int8Engine>(
+          Int8Engine::Create(Convert(prepared).value(), g_threads).value());
   return m;
 }
 
@@ -79,7 +86,7 @@ struct TorchTimes {
 TorchTimes MeasurePyTorch(const std::string& name) {
   TorchTimes t;
   const std::string command = "/usr/bin/python3 bench/torch_resnet_latency.py " + name + " " +
-                              std::to_string(kThreads) + " 30";
+                              std::to_string(g_threads) + " 30";
   const std::string out = CommandOutput(command);
   const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("fp32_ms")) {
@@ -138,6 +145,17 @@ void Register(const std::string& name, RatioReporter& reporter) {
 }  // namespace qlab::bench
 
 int main(int argc, char** argv) {
+  const std::string kThreadsFlag = "--threads=";
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind(kThreadsFlag, 0) == 0) {
+      qlab::bench::g_threads = std::max(1, std::atoi(arg.c_str() + kThreadsFlag.size()));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   qlab::bench::RatioReporter reporter;
   for (const char* name : {"resnet18", "resnet50"}) qlab::bench::Register(name, reporter);
   return qlab::bench::RunBenchmarksWithRatios(argc, argv, reporter);

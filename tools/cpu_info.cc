@@ -2,7 +2,7 @@
 // one qlab's kernels actually dispatch to. The first thing to run when a benchmark looks off
 // (a kernel that silently fell back to SSE4 or SCALAR looks like a slow kernel), and the check
 // that the AVX-512 VNNI target (AVX3_DL, requested by HWY_WANT_AVX3_DL in .bazelrc) is both built
-// and chosen on this machine.
+// and chosen on this machine. Also says whether the int8 GEMMs use AMX tiles (kernels/qgemm).
 //
 //   bazel run //tools:cpu_info
 #include <cstdint>
@@ -13,6 +13,8 @@
 
 #include "hwy/highway.h"
 #include "hwy/targets.h"
+#include "kernels/qgemm/amx_support.h"
+#include "kernels/qgemm/qgemm.h"
 #include "kernels/quantize/quantize.h"
 
 namespace {
@@ -60,5 +62,8 @@ int main() {
               vnni_compiled ? "compiled" : "NOT compiled (build without -DHWY_WANT_AVX3_DL?)",
               vnni_supported ? "supported by this CPU" : "not supported by this CPU",
               vnni_chosen ? "chosen" : "NOT chosen");
+  std::printf("AMX-INT8 tiles:            %s; int8 GEMMs run %s\n",
+              qlab::kernels::AmxAvailable() ? "available (permission granted)" : "not available",
+              qlab::kernels::QGemmKernelsName());
   return 0;
 }

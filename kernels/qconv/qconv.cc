@@ -24,8 +24,12 @@ namespace {
 // balance on the 7x7 and 14x14 layers when combined with the channel split below, large enough
 // that the per-tile setup (indirection pointers, the stage's per-panel parameters) is noise.
 constexpr size_t kTileRows = 96;
-// Blocks are cut in multiples of the VNNI tile's 12 rows where possible.
+// Blocks are cut in multiples of the VNNI tile's 12 rows where possible, or of the AMX tile's
+// 16 rows when the GEMM runs AMX (partial AMX tiles compute all 16 rows and copy their A rows).
 constexpr size_t kRowTileMultiple = 12;
+constexpr size_t kAmxRowTileMultiple = 16;
+// The AMX path's K block (64 bytes): rows of whole blocks can be read in place.
+constexpr size_t kAmxKBlockBytes = 64;
 
 absl::Status CheckOutputArray(size_t size, size_t channels, const char* name) {
   if (size != 1 && size != channels) {
@@ -170,8 +174,26 @@ absl::StatusOr<QConvU8S8_NHWC> QConvU8S8_NHWC::Create(const QConvShape& shape,
   conv.shape_ = shape;
   conv.input_zero_point_ = input_zero_point;
   const size_t k = shape.kernel_height * shape.kernel_width * shape.input_channels;
-  // OHWI is B transposed: B[k][o] = w[o * K + k].
-  conv.packed_ = PackWeightsStrided(weights_ohwi, k, shape.output_channels, 1, k);
+  // Gathered (im2col) rows of a GEMM running AMX get K padded to whole 64-byte blocks with zero
+  // weights (the stem: 147 -> 192): the tiles then read the rows in place instead of copying
+  // them again, and no tail block is needed. Zero weights add nothing whatever the padding bytes
+  // of a row hold, and leave the column sums (hence the zero-point correction) unchanged.
+  const bool gathers = shape.kernel_height * shape.kernel_width > 1 &&
+                       shape.input_channels % kQGemmKGroup != 0;
+  const size_t packed_k =
+      gathers && QGemmUsesAmx() ? (k + kAmxKBlockBytes - 1) / kAmxKBlockBytes * kAmxKBlockBytes
+                                : k;
+  if (packed_k == k) {
+    // OHWI is B transposed: B[k][o] = w[o * K + k].
+    conv.packed_ = PackWeightsStrided(weights_ohwi, k, shape.output_channels, 1, k);
+  } else {
+    std::vector<int8_t> padded(shape.output_channels * packed_k, 0);
+    for (size_t o = 0; o < shape.output_channels; ++o) {
+      std::memcpy(&padded[o * packed_k], weights_ohwi + o * k, k);
+    }
+    conv.packed_ =
+        PackWeightsStrided(padded.data(), packed_k, shape.output_channels, 1, packed_k);
+  }
   if (bias != nullptr) conv.bias_.assign(bias, bias + shape.output_channels);
   conv.output_ = output;
   conv.zero_row_.assign(shape.input_channels, static_cast<uint8_t>(input_zero_point));
@@ -186,8 +208,16 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   const size_t kernel_taps = s.kernel_height * s.kernel_width;
   const size_t k = kernel_taps * cin;
   // Pointers straight into the input when every tap is whole K groups (or there is one tap);
-  // else gather each row (im2col) and hand the GEMM one-tap rows.
-  const bool gather = kernel_taps > 1 && cin % kQGemmKGroup != 0;
+  // else gather each row (im2col) and hand the GEMM one-tap rows. With AMX, rows of whole
+  // 64-byte K blocks are gathered too: contiguous rows feed the A tiles in place, while
+  // per-tap pointers would make the GEMM copy every row anyway (qgemm_amx-inl.h), and the
+  // gather copies a kernel row of kw * cin bytes at once.
+  const bool amx = QGemmUsesAmx();
+  const bool gather =
+      kernel_taps > 1 && (cin % kQGemmKGroup != 0 || (amx && k % kAmxKBlockBytes == 0));
+  // A gathered row holds K bytes, then (K padded at Create) bytes that meet zero weights.
+  const size_t row_bytes = gather ? packed_.k : k;
+  const uint8_t* const input_end = input + s.batch * s.input_height * s.input_width * cin;
   const size_t taps = gather ? 1 : kernel_taps;
 
   QOutputStage stage;
@@ -216,9 +246,9 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
   const size_t threads = pool != nullptr ? pool->threads() : 1;
   // Blocks of at most kTileRows pixels, of (nearly) equal sizes in whole VNNI row tiles.
   const size_t row_blocks = (m + kTileRows - 1) / kTileRows;
+  const size_t row_multiple = amx ? kAmxRowTileMultiple : kRowTileMultiple;
   const size_t block_rows =
-      ((m + row_blocks - 1) / row_blocks + kRowTileMultiple - 1) / kRowTileMultiple *
-      kRowTileMultiple;
+      ((m + row_blocks - 1) / row_blocks + row_multiple - 1) / row_multiple * row_multiple;
   const size_t panel_pairs = (packed_.panels + 1) / 2;
   size_t channel_splits = 1;
   if (threads > 1) {
@@ -250,7 +280,15 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
 
     TileScratch& scratch = tile_scratch;
     scratch.indirection.resize(rows * taps);
-    if (gather) scratch.rows.resize(rows * k);
+    // Gathered rows start on a cache line (the AMX tiles load them in place: a row that
+    // straddles two lines costs two accesses); + 64 bytes of slack for the alignment.
+    // + 64 more for the 32-byte copies of short kernel rows below.
+    uint8_t* gathered = nullptr;
+    if (gather) {
+      scratch.rows.resize(rows * row_bytes + 128);
+      const uintptr_t address = reinterpret_cast<uintptr_t>(scratch.rows.data());
+      gathered = scratch.rows.data() + (64 - address % 64) % 64;
+    }
     // Output coordinates of pixel m0, then stepped along (no divisions per row: at K = 64 they
     // would cost as much as the row's multiply-adds).
     size_t ox = m0 % out_w, oy = (m0 / out_w) % out_h, b = m0 / (out_w * out_h);
@@ -276,7 +314,7 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
         for (size_t t = 0; t < taps; ++t) out[t] = corner + tap_offsets[t];
         continue;
       }
-      uint8_t* row = gather ? &scratch.rows[r * k] : nullptr;
+      uint8_t* row = gather ? gathered + r * row_bytes : nullptr;
       for (size_t ky = 0; ky < s.kernel_height; ++ky) {
         const size_t iy = iy0 + ky;  // padded coordinate
         const bool y_inside = iy >= s.padding_top && iy - s.padding_top < s.input_height;
@@ -284,9 +322,18 @@ void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) c
             y_inside ? image + (iy - s.padding_top) * s.input_width * cin : nullptr;
         if (gather && y_inside && ix0 >= s.padding_left &&
             ix0 + s.kernel_width - s.padding_left <= s.input_width) {
-          // The whole kernel row is inside: one contiguous run of kw * cin bytes.
-          std::memcpy(row + ky * s.kernel_width * cin, input_row + (ix0 - s.padding_left) * cin,
-                      s.kernel_width * cin);
+          // The whole kernel row is inside: one contiguous run of kw * cin bytes. Runs of at
+          // most 32 bytes (the stem's 7 x 3) copy a fixed 32 bytes, inlined instead of a
+          // library call per run; the excess lands where the next kernel row, the next row or
+          // the padding is written afterwards, or in the buffer's slack.
+          uint8_t* dst = row + ky * s.kernel_width * cin;
+          const uint8_t* src = input_row + (ix0 - s.padding_left) * cin;
+          const size_t run = s.kernel_width * cin;
+          if (run <= 32 && src + 32 <= input_end) {
+            std::memcpy(dst, src, 32);
+          } else {
+            std::memcpy(dst, src, run);
+          }
           continue;
         }
         for (size_t kx = 0; kx < s.kernel_width; ++kx) {

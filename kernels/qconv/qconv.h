@@ -12,7 +12,10 @@
 //     pointers: no copy at all, when cin % 4 == 0 (whole 4-byte K groups per tap) or the kernel
 //     is 1x1 (one tap: 1x1/1 reads the input rows in place);
 //   - otherwise (the 3-channel stem) the rows are gathered (im2col) into a per-thread buffer of
-//     one block of output pixels at a time, contiguous runs of a kernel row copied at once.
+//     one block of output pixels at a time, contiguous runs of a kernel row copied at once;
+//   - when the GEMM runs AMX tiles (QGemmUsesAmx()), rows of whole 64-byte K blocks (3x3 convs
+//     with cin % 64 == 0) are gathered too, into cache-line aligned rows that the tiles load in
+//     place, and the stem's K is padded to 192 with zero weights (Create) for the same reason.
 // Work is split into tiles of (a block of output pixels) x (a range of output-channel panels),
 // spread over the ThreadPool; every tile is computed by the same code whichever thread runs it,
 // so results are identical for any number of threads.

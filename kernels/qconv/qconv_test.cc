@@ -1,7 +1,9 @@
 // Tests of kernels/qconv: QConvU8S8_NHWC against the seven-loop reference (qconv_ref.h) on every
 // Highway target compiled in and supported by this CPU (the GEMM micro-kernel underneath is the
 // dispatched part: VNNI on AVX3_DL, the portable path on AVX3/AVX2/SSE4/SSSE3, SCALAR's loops),
-// with 1 and 2 threads, which must also agree with each other.
+// with 1 and 2 threads, which must also agree with each other. QConvAmxTest runs every ResNet
+// conv geometry at sizes that reach the AMX tile path (M >= 16 output pixels, K >= 64) with AMX
+// forced on and off in the same binary.
 //
 // Integer math is exact, and the output stage's float steps are single IEEE operations: no
 // tolerance anywhere. Shapes: every convolution kind of ResNet18/50 (7x7/2 stem on 3 channels,
@@ -25,6 +27,7 @@
 #include "hwy/tests/hwy_gtest.h"
 #include "kernels/qconv/qconv.h"
 #include "kernels/qconv/qconv_ref.h"
+#include "kernels/qgemm/amx_support.h"
 #include "kernels/qgemm/output_stage.h"
 #include "kernels/qgemm/qgemm.h"
 #include "kernels/threadpool/threadpool.h"
@@ -288,6 +291,103 @@ TEST_P(QConvTest, LargeSpatialMatchesReference) {
       .seed(BaseSeed() + 4000).Test();
   QConvTester().input_size(30, 30).kernel(7, 7).stride(2).padding(3).channels(3, 64)
       .seed(BaseSeed() + 4001).Test();
+}
+
+// ---------------------------------------------------------------------------------------------
+// AMX forced on ("Amx") and off ("Vnni") at the CPU's best target; the forced-on half is skipped,
+// with the reason, only on CPUs without AMX.
+class QConvAmxTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam() && !AmxAvailable()) {
+      GTEST_SKIP() << "this CPU/OS has no usable AMX-INT8: the Amx cases would run the VNNI path";
+    }
+    SetAmxEnabledForTesting(GetParam());
+    ASSERT_EQ(QGemmUsesAmx(), GetParam()) << "kernels: " << QGemmKernelsName();
+  }
+  void TearDown() override { SetAmxEnabledForTesting(true); }
+};
+INSTANTIATE_TEST_SUITE_P(Path, QConvAmxTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Amx" : "Vnni");
+                         });
+
+// Every convolution kind of ResNet18/50 at spatial sizes giving several 32-row AMX blocks and a
+// partial one (and, at 2 threads, tiles split over channels), batches 1 and 2, input zero points
+// 0 / 128 / 255.
+TEST_P(QConvAmxTest, ResNetGeometriesMatchReference) {
+  struct Kind {
+    size_t kernel, stride, padding, cin, cout, size;
+  };
+  const Kind kKinds[] = {
+      {7, 2, 3, 3, 64, 20},     // stem: im2col rows, K = 147 (a tail K block)
+      {3, 1, 1, 64, 64, 10},    // layer1 3x3
+      {3, 2, 1, 64, 128, 13},   // layer2.0 3x3/2
+      {3, 1, 1, 128, 128, 7},   // layer2 3x3
+      {1, 2, 0, 64, 128, 13},   // downsample 1x1/2
+      {1, 1, 0, 64, 256, 9},    // ResNet50 expand 1x1
+      {1, 1, 0, 256, 64, 9},    // ResNet50 reduce 1x1
+      {3, 1, 1, 512, 512, 5},   // layer4 3x3: K = 4608
+      {1, 1, 0, 2048, 512, 4},  // ResNet50 layer4 reduce: M = 16, K = 2048
+      {3, 1, 1, 20, 40, 8},     // cin % 16 != 0: taps of 5 groups, a tail K block
+  };
+  uint32_t seed = BaseSeed() + 5000;
+  for (const Kind& kind : kKinds) {
+    for (size_t batch : {1, 2}) {
+      ++seed;
+      QConvTester()
+          .input_size(kind.size, kind.size + 1)
+          .kernel(kind.kernel, kind.kernel)
+          .stride(kind.stride)
+          .padding(kind.padding)
+          .channels(kind.cin, kind.cout)
+          .batch(batch)
+          .input_zero_point(kZeroPoints[seed % 3])
+          .per_channel(seed % 2 == 0)
+          .seed(seed)
+          .Test();
+    }
+  }
+  // Asymmetric padding ("SAME" style) on a 3x3/2.
+  QConvTester()
+      .input_size(12, 12)
+      .kernel(3, 3)
+      .stride(2)
+      .padding(0, 0, 1, 1)
+      .channels(64, 48)
+      .seed(++seed)
+      .Test();
+}
+
+// Every output type and requantization mode through the AMX epilogue, on the 3x3 and stem
+// paths.
+TEST_P(QConvAmxTest, OutputStagesMatchReference) {
+  uint32_t seed = BaseSeed() + 6000;
+  const QOutputType kTypes[] = {QOutputType::kS32, QOutputType::kF32, QOutputType::kU8,
+                                QOutputType::kS8};
+  for (QOutputType type : kTypes) {
+    for (QRequantization requant : {QRequantization::kFloat, QRequantization::kFixedPoint}) {
+      for (bool per_channel : {false, true}) {
+        for (size_t cin : {3, 64}) {
+          ++seed;
+          QConvTester()
+              .input_size(11, 11)
+              .kernel(cin == 3 ? 7 : 3, cin == 3 ? 7 : 3)
+              .stride(cin == 3 ? 2 : 1)
+              .padding(cin == 3 ? 3 : 1)
+              .channels(cin, 40)
+              .output_type(type)
+              .requantization(requant)
+              .per_channel(per_channel)
+              .relu(seed % 2 == 0)
+              .bias(seed % 3 != 0)
+              .input_zero_point(kZeroPoints[seed % 3])
+              .seed(seed)
+              .Test();
+        }
+      }
+    }
+  }
 }
 
 TEST(QConvCreateTest, RejectsInvalidArguments) {

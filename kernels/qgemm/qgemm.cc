@@ -35,7 +35,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include "kernels/qgemm/amx_support.h"
 #include "kernels/qgemm/output_stage.h"
 #include "kernels/qgemm/qgemm.h"
 
@@ -476,6 +478,9 @@ QLAB_VNNI_TARGET HWY_NOINLINE void Tile(const GemmArgs& g, size_t m0, size_t p0)
 
 #undef QLAB_VNNI_TARGET
 
+// The AMX-INT8 path (runs instead of the tiles above when amx_support.h allows it).
+#include "kernels/qgemm/qgemm_amx-inl.h"
+
 #elif HWY_TARGET == HWY_SCALAR
 // ---------------------------------------------------------------------------------------------
 // SCALAR: plain loops over the packed layout, one output at a time.
@@ -603,6 +608,9 @@ HWY_INLINE void TileUpToRows(size_t rows, const GemmArgs& g, size_t m0, size_t p
 // than 12, 12, 12, 12, 1: a one-row tile would run at a fraction of the speed).
 template <bool kFlipSign>
 void GemmImpl(const GemmArgs& g) {
+#if HWY_TARGET == HWY_AVX3_DL
+  if (g.m >= kAmxMinRows && g.k >= kAmxMinK && AmxEnabled()) return AmxGemm<kFlipSign>(g);
+#endif
   const size_t row_tiles = (g.m + kRowsPerTile - 1) / kRowsPerTile;
   const size_t base_rows = row_tiles != 0 ? g.m / row_tiles : 0;
   const size_t longer_tiles = row_tiles != 0 ? g.m % row_tiles : 0;  // these get one more row
@@ -633,6 +641,15 @@ void QGemmHwyS8(const qgemm_internal::GemmArgs& g) {
 // For benchmark labels and tests: the target this dispatch table resolved to.
 const char* QGemmChosenTargetName() { return hwy::TargetName(HWY_TARGET); }
 
+// Whether this target's GEMMs take the AMX path (for shapes where it pays).
+bool QGemmAmxActive() {
+#if HWY_TARGET == HWY_AVX3_DL
+  return AmxEnabled();
+#else
+  return false;
+#endif
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace qlab::kernels
 HWY_AFTER_NAMESPACE();
@@ -643,6 +660,7 @@ namespace qlab::kernels {
 HWY_EXPORT(QGemmHwyU8);
 HWY_EXPORT(QGemmHwyS8);
 HWY_EXPORT(QGemmChosenTargetName);
+HWY_EXPORT(QGemmAmxActive);
 
 PackedWeights PackWeights(const int8_t* b, size_t k, size_t n, size_t ldb) {
   return PackWeightsStrided(b, k, n, ldb, 1);
@@ -746,6 +764,10 @@ void QIGemmU8S8_OutputStage(const uint8_t* const* indirection, size_t m, size_t 
 }
 
 const char* QGemmKernelsTargetName() { return HWY_DYNAMIC_DISPATCH(QGemmChosenTargetName)(); }
+
+bool QGemmUsesAmx() { return HWY_DYNAMIC_DISPATCH(QGemmAmxActive)(); }
+
+const char* QGemmKernelsName() { return QGemmUsesAmx() ? "AVX3_DL+AMX" : QGemmKernelsTargetName(); }
 
 }  // namespace qlab::kernels
 #endif  // HWY_ONCE

@@ -6,8 +6,10 @@
 // states. Each entry point dispatches at run time to the best Highway target the CPU supports:
 // AVX3_DL runs an AVX-512 VNNI micro-kernel (vpdpbusd: u8 x s8 -> s32 on groups of 4 bytes of
 // K), every other target a portable Highway path (PromoteTo to int16 +
-// ReorderWidenMulAccumulate), and SCALAR plain loops. The scalar oracle all of them must match bit
-// for bit lives in qgemm_ref.h.
+// ReorderWidenMulAccumulate), and SCALAR plain loops. On AVX3_DL CPUs with AMX-INT8 (detected at
+// run time, amx_support.h), GEMMs with M >= 16 and K >= 64 run AMX tiles instead (TDPBUSD, 32 x 32
+// output blocks; qgemm_amx-inl.h), with the same output stage. The scalar oracle all of them must
+// match bit for bit lives in qgemm_ref.h.
 //
 // Arithmetic. With activations A[M x K] (zero point a_zp) and weights B[K x N] (symmetric, zero
 // point 0), the int32 output is
@@ -109,6 +111,15 @@ void QIGemmU8S8_OutputStage(const uint8_t* const* indirection, size_t m, size_t 
 // Name of the Highway target these kernels dispatch to on this CPU (e.g. "AVX3_DL", which means
 // the VNNI micro-kernel runs).
 const char* QGemmKernelsTargetName();
+
+// Whether the GEMMs run the AMX-INT8 tile path (amx_support.h) for shapes where it pays
+// (M >= 16 rows and K >= 64); the others, and every call when this is false, run the target's
+// micro-kernels. True only on the AVX3_DL target of a CPU with AMX, unless AMX is switched off
+// (QLAB_DISABLE_AMX=1 or SetAmxEnabledForTesting(false)).
+bool QGemmUsesAmx();
+
+// For labels: QGemmKernelsTargetName(), or "AVX3_DL+AMX" when QGemmUsesAmx().
+const char* QGemmKernelsName();
 
 }  // namespace qlab::kernels
 

@@ -1,7 +1,10 @@
 // Tests of kernels/qgemm: both GEMMs against the scalar triple loop (qgemm_ref.h) on every
 // Highway target compiled in and supported by this CPU. On a VNNI machine that covers the
 // AVX3_DL micro-kernel (vpdpbusd) and, on AVX3/AVX2/SSE4/SSSE3, the portable
-// PromoteTo + ReorderWidenMulAccumulate path, and SCALAR's loops.
+// PromoteTo + ReorderWidenMulAccumulate path, and SCALAR's loops. On a CPU with AMX-INT8 the
+// AVX3_DL cases with M >= 16 and K >= 64 run the AMX tile path; QGemmAmxTest runs its own sweep
+// around the AMX blocking twice, with AMX forced on and off (skipping only the forced-on half,
+// with the reason, on CPUs without AMX).
 //
 // Integer math is exact: no tolerance. Shapes sweep every blocking boundary (M = 1 ... 13 around
 // the 12-row VNNI tile and 4-row portable tile, N around the 16-column panels and 32-column VNNI
@@ -25,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "hwy/targets.h"
 #include "hwy/tests/hwy_gtest.h"
+#include "kernels/qgemm/amx_support.h"
 #include "kernels/qgemm/output_stage.h"
 #include "kernels/qgemm/output_stage_ref.h"
 #include "kernels/qgemm/qgemm.h"
@@ -59,15 +63,21 @@ class QGemmTester {
   QGemmTester& seed(uint32_t v) { seed_ = v; return *this; }
   QGemmTester& constant_a(int32_t v) { constant_a_ = v; return *this; }
   QGemmTester& constant_b(int32_t v) { constant_b_ = v; return *this; }
+  // A starts on a 64-byte boundary (with lda % 64 == 0, the AMX tiles then read A in place).
+  QGemmTester& align_a(bool v) { align_a_ = v; return *this; }
 
   void Test() const {
     std::mt19937 rng(seed_);
     const size_t lda = k_ + padding_, ldb = n_ + padding_, ldc = n_ + padding_;
     const int32_t a_min = signed_ ? -128 : 0, a_max = signed_ ? 127 : 255;
     std::uniform_int_distribution<int32_t> a_dist(a_min, a_max), b_dist(-128, 127);
-    std::vector<uint8_t> a_bytes(m_ * lda);
-    for (uint8_t& v : a_bytes) {
-      v = static_cast<uint8_t>(constant_a_ ? *constant_a_ : a_dist(rng));
+    // A in a buffer with 64 bytes of slack, starting on a cache line when align_a().
+    std::vector<uint8_t> a_storage(m_ * lda + 64);
+    const size_t a_offset =
+        align_a_ ? (64 - reinterpret_cast<uintptr_t>(a_storage.data()) % 64) % 64 : 0;
+    uint8_t* const a_bytes = a_storage.data() + a_offset;
+    for (size_t i = 0; i < m_ * lda; ++i) {
+      a_bytes[i] = static_cast<uint8_t>(constant_a_ ? *constant_a_ : a_dist(rng));
     }
     std::vector<int8_t> b(k_ * ldb);
     for (int8_t& v : b) v = static_cast<int8_t>(constant_b_ ? *constant_b_ : b_dist(rng));
@@ -75,12 +85,12 @@ class QGemmTester {
     const PackedWeights packed = PackWeights(b.data(), k_, n_, ldb);
     std::vector<int32_t> actual(m_ * ldc, kSentinel), expected(m_ * ldc, kSentinel);
     if (signed_) {
-      const int8_t* a = reinterpret_cast<const int8_t*>(a_bytes.data());
+      const int8_t* a = reinterpret_cast<const int8_t*>(a_bytes);
       QGemmS8S8S32(a, m_, lda, a_zero_point_, packed, actual.data(), ldc);
       QGemmS8S8S32Ref(a, m_, k_, lda, a_zero_point_, b.data(), n_, ldb, expected.data(), ldc);
     } else {
-      QGemmU8S8S32(a_bytes.data(), m_, lda, a_zero_point_, packed, actual.data(), ldc);
-      QGemmU8S8S32Ref(a_bytes.data(), m_, k_, lda, a_zero_point_, b.data(), n_, ldb,
+      QGemmU8S8S32(a_bytes, m_, lda, a_zero_point_, packed, actual.data(), ldc);
+      QGemmU8S8S32Ref(a_bytes, m_, k_, lda, a_zero_point_, b.data(), n_, ldb,
                       expected.data(), ldc);
     }
     for (size_t i = 0; i < m_; ++i) {
@@ -112,6 +122,7 @@ class QGemmTester {
   size_t padding_ = 0;
   uint32_t seed_ = kBaseSeed;
   std::optional<int32_t> constant_a_, constant_b_;
+  bool align_a_ = false;
 };
 
 
@@ -429,6 +440,244 @@ TEST_P(QGemmTest, EmptyMIsNoOp) {
   int32_t c[3] = {kSentinel, kSentinel, kSentinel};
   QGemmU8S8S32(nullptr, 0, 1, 0, packed, c, 3);
   for (int32_t v : c) EXPECT_EQ(v, kSentinel);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The AMX-INT8 path (qgemm_amx-inl.h) forced on ("Amx") and off ("Vnni": the AVX3_DL VNNI tiles
+// on this kind of CPU) in the same binary, at the CPU's best target. AMX takes M >= 16 rows and
+// K >= 64, so these shapes sit around its blocking instead of the VNNI tile's: 16-row A/C tiles,
+// 32-row C blocks, 96-row gathers, 16-column panels in pairs, 64-byte K blocks (16 groups) with a
+// zero-padded tail block when K / 4 is not a multiple of 16; smaller M and K are included too,
+// to check they still go to the VNNI tiles correctly with AMX on.
+class QGemmAmxTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam() && !AmxAvailable()) {
+      GTEST_SKIP() << "this CPU/OS has no usable AMX-INT8: the Amx cases would run the VNNI path";
+    }
+    SetAmxEnabledForTesting(GetParam());
+    // On a machine with AMX both settings must take effect, or one of the two paths goes untested.
+    ASSERT_EQ(QGemmUsesAmx(), GetParam()) << "kernels: " << QGemmKernelsName();
+  }
+  void TearDown() override { SetAmxEnabledForTesting(true); }
+};
+INSTANTIATE_TEST_SUITE_P(Path, QGemmAmxTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Amx" : "Vnni");
+                         });
+
+TEST_P(QGemmAmxTest, ReportsPath) {
+  std::cout << "qgemm kernels: " << QGemmKernelsName() << "\n";
+  EXPECT_EQ(std::string(QGemmKernelsName()).find("AMX") != std::string::npos, GetParam());
+}
+
+// M x N x K around every AMX boundary, u8 and s8 activations, zero points at both ends and the
+// middle of each range.
+TEST_P(QGemmAmxTest, ShapesAroundTilesMatchReference) {
+  const size_t kMs[] = {1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 95, 96, 97, 113, 193};
+  const size_t kNs[] = {1, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65};
+  const size_t kKs[] = {1, 17, 63, 64, 65, 67, 127, 128, 129, 131, 192};
+  uint32_t seed = BaseSeed() + 500000;
+  size_t rotation = 0;
+  for (size_t m : kMs) {
+    for (size_t n : kNs) {
+      for (size_t k : kKs) {
+        ++rotation;
+        QGemmTester().m(m).n(n).k(k).a_zero_point(kU8ZeroPoints[rotation % 3]).seed(++seed).Test();
+        QGemmTester()
+            .m(m)
+            .n(n)
+            .k(k)
+            .signed_activations(true)
+            .a_zero_point(kS8ZeroPoints[rotation % 3])
+            .seed(++seed)
+            .Test();
+      }
+    }
+  }
+}
+
+// Deep K up to ResNet50's 4608, with tails of every length in K groups and bytes.
+TEST_P(QGemmAmxTest, LargeKMatchesReference) {
+  const size_t kKs[] = {255, 576, 1023, 1024, 1025, 1153, 2306, 4607, 4608};
+  uint32_t seed = BaseSeed() + 600000;
+  size_t rotation = 0;
+  for (size_t k : kKs) {
+    for (size_t m : {16, 33, 97}) {
+      for (size_t n : {17, 64}) {
+        ++rotation;
+        QGemmTester().m(m).n(n).k(k).a_zero_point(kU8ZeroPoints[rotation % 3]).seed(++seed).Test();
+        QGemmTester()
+            .m(m)
+            .n(n)
+            .k(k)
+            .signed_activations(true)
+            .a_zero_point(kS8ZeroPoints[rotation % 3])
+            .seed(++seed)
+            .Test();
+      }
+    }
+  }
+}
+
+// Cache-line aligned rows with K a multiple of 64: unsigned activations feed the A tiles in place
+// (no gather) except in partial 16-row tiles, which are gathered; signed ones are always gathered.
+TEST_P(QGemmAmxTest, AlignedRowsMatchReference) {
+  uint32_t seed = BaseSeed() + 750000;
+  for (size_t padding : {0, 64}) {
+    for (size_t m : {16, 17, 32, 40, 48, 96, 97, 130}) {
+      for (size_t k : {64, 128, 576}) {
+        for (size_t n : {16, 40}) {
+          QGemmTester().m(m).n(n).k(k).a_zero_point(131).stride_padding(padding).align_a(true)
+              .seed(++seed).Test();
+          QGemmTester().m(m).n(n).k(k).signed_activations(true).a_zero_point(3)
+              .stride_padding(padding).align_a(true).seed(++seed).Test();
+        }
+      }
+    }
+  }
+}
+
+// Row strides beyond K: the gather must read only K bytes per row, the epilogue write only N.
+TEST_P(QGemmAmxTest, StridedRowsMatchReference) {
+  uint32_t seed = BaseSeed() + 700000;
+  for (size_t padding : {1, 3, 64}) {
+    for (size_t m : {16, 17, 40}) {
+      for (size_t n : {17, 33}) {
+        for (size_t k : {64, 65, 150}) {
+          QGemmTester()
+              .m(m)
+              .n(n)
+              .k(k)
+              .a_zero_point(200)
+              .stride_padding(padding)
+              .seed(++seed)
+              .Test();
+          QGemmTester()
+              .m(m)
+              .n(n)
+              .k(k)
+              .signed_activations(true)
+              .a_zero_point(-100)
+              .stride_padding(padding)
+              .seed(++seed)
+              .Test();
+        }
+      }
+    }
+  }
+}
+
+// |C| = K * 255 * 128 with both signs: TDPBUSD's int32 sums must not saturate.
+TEST_P(QGemmAmxTest, ExtremeValuesDoNotSaturate) {
+  for (bool is_signed : {false, true}) {
+    for (int32_t b : {-128, 127}) {
+      for (size_t k : {64, 65, 4608}) {
+        const int32_t low = is_signed ? -128 : 0, high = is_signed ? 127 : 255;
+        QGemmTester()
+            .m(33)
+            .n(33)
+            .k(k)
+            .signed_activations(is_signed)
+            .a_zero_point(low)
+            .constant_a(high)
+            .constant_b(b)
+            .Test();
+        QGemmTester()
+            .m(33)
+            .n(33)
+            .k(k)
+            .signed_activations(is_signed)
+            .a_zero_point(high)
+            .constant_a(low)
+            .constant_b(b)
+            .Test();
+      }
+    }
+  }
+}
+
+// Every output type and requantization mode, per-tensor and per-channel, bias and ReLU on and
+// off, through the AMX epilogue (whole 16-row tiles and partial ones).
+TEST_P(QGemmAmxTest, OutputStageMatchesReference) {
+  const QOutputType kTypes[] = {QOutputType::kS32, QOutputType::kF32, QOutputType::kU8,
+                                QOutputType::kS8};
+  uint32_t seed = BaseSeed() + 800000;
+  size_t rotation = 0;
+  for (QOutputType type : kTypes) {
+    for (QRequantization requant : {QRequantization::kFloat, QRequantization::kFixedPoint}) {
+      if (requant == QRequantization::kFixedPoint &&
+          (type == QOutputType::kS32 || type == QOutputType::kF32)) {
+        continue;  // those types do not requantize
+      }
+      for (bool per_channel : {false, true}) {
+        for (size_t m : {16, 17, 32, 45, 97}) {
+          for (size_t n : {1, 16, 17, 33, 64}) {
+            for (size_t k : {64, 147, 576}) {
+              ++rotation;
+              const bool is_u8 = type != QOutputType::kS8;
+              QGemmOutputStageTester()
+                  .m(m)
+                  .n(n)
+                  .k(k)
+                  .signed_activations(rotation % 4 == 3)
+                  .a_zero_point(rotation % 4 == 3 ? kS8ZeroPoints[rotation % 3]
+                                                  : kU8ZeroPoints[rotation % 3])
+                  .type(type)
+                  .requantization(requant)
+                  .per_channel(per_channel)
+                  .bias(rotation % 5 != 0)
+                  .relu(rotation % 2 == 0)
+                  .output_zero_point(is_u8 ? kU8ZeroPoints[(rotation / 3) % 3]
+                                           : kS8ZeroPoints[(rotation / 3) % 3])
+                  .seed(++seed)
+                  .Test();
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The convolution form: scattered tap segments, computed in two disjoint panel ranges (as two
+// threads would), against the plain reference GEMM of the gathered rows.
+TEST_P(QGemmAmxTest, IndirectGemmMatchesGatheredReference) {
+  std::mt19937 rng(BaseSeed() + 900000);
+  std::uniform_int_distribution<int32_t> u8(0, 255), s8(-128, 127);
+  for (size_t taps : {1, 2, 9}) {
+    for (size_t tap_k : {4, 12, 64, 68}) {
+      for (size_t m : {16, 33, 96, 97}) {
+        for (size_t n : {5, 48, 80}) {
+          const size_t k = taps * tap_k;
+          const size_t pool_size = 13;
+          std::vector<uint8_t> pool(pool_size * tap_k);
+          for (uint8_t& v : pool) v = static_cast<uint8_t>(u8(rng));
+          std::vector<const uint8_t*> indirection(m * taps);
+          std::vector<uint8_t> gathered(m * k);
+          std::uniform_int_distribution<size_t> pick(0, pool_size - 1);
+          for (size_t i = 0; i < m * taps; ++i) {
+            indirection[i] = pool.data() + pick(rng) * tap_k;
+            std::memcpy(&gathered[i * tap_k], indirection[i], tap_k);
+          }
+          std::vector<int8_t> b(k * n);
+          for (int8_t& v : b) v = static_cast<int8_t>(s8(rng));
+          const PackedWeights packed = PackWeights(b.data(), k, n, n);
+          const int32_t zero_point = static_cast<int32_t>(u8(rng));
+          std::vector<int32_t> expected(m * n), actual(m * n, kSentinel);
+          QGemmU8S8S32Ref(gathered.data(), m, k, k, zero_point, b.data(), n, n, expected.data(), n);
+          const QOutputStage stage;
+          const size_t split = (packed.panels + 1) / 2;  // odd panel ranges on both sides
+          QIGemmU8S8_OutputStage(indirection.data(), m, taps, zero_point, packed, 0, split, stage,
+                                 actual.data(), n);
+          QIGemmU8S8_OutputStage(indirection.data(), m, taps, zero_point, packed, split,
+                                 packed.panels, stage, actual.data(), n);
+          ASSERT_EQ(actual, expected) << "taps=" << taps << " tap_k=" << tap_k << " m=" << m
+                                      << " n=" << n << " kernels=" << QGemmKernelsName();
+        }
+      }
+    }
+  }
 }
 
 // The packed layout and column sums, by hand: K = 5, N = 3 gives 2 groups (the second holding
