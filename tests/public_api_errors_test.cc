@@ -161,8 +161,9 @@ TEST(PublicApiErrorsTest, EveryCalibratorRefusesAnEmptyCalibrationSet) {
     const bool per_channel = name.rfind("per_channel", 0) == 0;
     calibration::ObserverOptions options;
     options.channel_axis = per_channel ? 0 : -1;
-    // "percentile" has a required argument; the others take their defaults.
-    const std::string spec = name == "percentile" ? "percentile:99.9" : name;
+    // The percentiles have a required argument; the others take their defaults.
+    const bool percentile = name == "percentile" || name == "per_channel_percentile";
+    const std::string spec = percentile ? name + ":99.9" : name;
     absl::StatusOr<std::unique_ptr<calibration::Observer>> observer =
         calibration::CreateObserver(spec, options);
     ASSERT_TRUE(observer.ok()) << observer.status();
