@@ -351,13 +351,13 @@ TEST_P(QGemmTest, ExtremeValuesDoNotSaturate) {
   }
 }
 
-// Every output type, both requantization forms, per-tensor and per-channel, with and without
-// bias and fused ReLU, over shapes around the tile and panel boundaries.
-TEST_P(QGemmTest, OutputStageMatchesReference) {
+// Every output type and requantization mode, per-tensor and per-channel, bias and ReLU on and
+// off (rotated), zero points at both extremes, over the given shapes: shared by the dispatched
+// and the AMX-forced tests.
+void TestEveryOutputStage(uint32_t seed, const std::vector<size_t>& ms,
+                          const std::vector<size_t>& ns, const std::vector<size_t>& ks) {
   const QOutputType kTypes[] = {QOutputType::kS32, QOutputType::kF32, QOutputType::kU8,
                                 QOutputType::kS8};
-  const size_t kNs[] = {1, 15, 16, 17, 33, 64};
-  uint32_t seed = BaseSeed() + 300000;
   size_t rotation = 0;
   for (QOutputType type : kTypes) {
     for (QRequantization requant : {QRequantization::kFloat, QRequantization::kFixedPoint}) {
@@ -366,9 +366,9 @@ TEST_P(QGemmTest, OutputStageMatchesReference) {
         continue;  // those types do not requantize
       }
       for (bool per_channel : {false, true}) {
-        for (size_t m : {1, 3, 8, 12, 13, 25, 49}) {
-          for (size_t n : kNs) {
-            for (size_t k : {1, 5, 64, 147}) {
+        for (size_t m : ms) {
+          for (size_t n : ns) {
+            for (size_t k : ks) {
               ++rotation;
               const bool is_u8 = type != QOutputType::kS8;
               QGemmOutputStageTester()
@@ -391,6 +391,13 @@ TEST_P(QGemmTest, OutputStageMatchesReference) {
       }
     }
   }
+}
+
+// Every output type, both requantization forms, per-tensor and per-channel, with and without
+// bias and fused ReLU, over shapes around the tile and panel boundaries.
+TEST_P(QGemmTest, OutputStageMatchesReference) {
+  TestEveryOutputStage(BaseSeed() + 300000, {1, 3, 8, 12, 13, 25, 49}, {1, 15, 16, 17, 33, 64},
+                       {1, 5, 64, 147});
 }
 
 // Indirect GEMM: rows assembled from segments scattered through a buffer (as a convolution's
@@ -600,44 +607,8 @@ TEST_P(QGemmAmxTest, ExtremeValuesDoNotSaturate) {
 // Every output type and requantization mode, per-tensor and per-channel, bias and ReLU on and
 // off, through the AMX epilogue (whole 16-row tiles and partial ones).
 TEST_P(QGemmAmxTest, OutputStageMatchesReference) {
-  const QOutputType kTypes[] = {QOutputType::kS32, QOutputType::kF32, QOutputType::kU8,
-                                QOutputType::kS8};
-  uint32_t seed = BaseSeed() + 800000;
-  size_t rotation = 0;
-  for (QOutputType type : kTypes) {
-    for (QRequantization requant : {QRequantization::kFloat, QRequantization::kFixedPoint}) {
-      if (requant == QRequantization::kFixedPoint &&
-          (type == QOutputType::kS32 || type == QOutputType::kF32)) {
-        continue;  // those types do not requantize
-      }
-      for (bool per_channel : {false, true}) {
-        for (size_t m : {16, 17, 32, 45, 97}) {
-          for (size_t n : {1, 16, 17, 33, 64}) {
-            for (size_t k : {64, 147, 576}) {
-              ++rotation;
-              const bool is_u8 = type != QOutputType::kS8;
-              QGemmOutputStageTester()
-                  .m(m)
-                  .n(n)
-                  .k(k)
-                  .signed_activations(rotation % 4 == 3)
-                  .a_zero_point(rotation % 4 == 3 ? kS8ZeroPoints[rotation % 3]
-                                                  : kU8ZeroPoints[rotation % 3])
-                  .type(type)
-                  .requantization(requant)
-                  .per_channel(per_channel)
-                  .bias(rotation % 5 != 0)
-                  .relu(rotation % 2 == 0)
-                  .output_zero_point(is_u8 ? kU8ZeroPoints[(rotation / 3) % 3]
-                                           : kS8ZeroPoints[(rotation / 3) % 3])
-                  .seed(++seed)
-                  .Test();
-            }
-          }
-        }
-      }
-    }
-  }
+  TestEveryOutputStage(BaseSeed() + 800000, {16, 17, 32, 45, 97}, {1, 16, 17, 33, 64},
+                       {64, 147, 576});
 }
 
 // The convolution form: scattered tap segments, computed in two disjoint panel ranges (as two
