@@ -129,7 +129,13 @@ QLAB_AMX_TARGET HWY_NOINLINE void AmxBlock(const uint8_t* a, size_t lda,
   if (kPanelTiles > 1) _tile_zero(1);
   if (kRowTiles > 1) _tile_zero(2);
   if (kRowTiles > 1 && kPanelTiles > 1) _tile_zero(3);
-  const auto step = [&](const int8_t* b0, const int8_t* b1, const uint8_t* a0) {
+  // One loop over the K blocks rather than a lambda for the step: clang does not give a lambda
+  // its enclosing function's target attribute, and the tile intrinsics need amx-tile/amx-int8.
+  for (size_t kb = 0; kb < k_blocks; ++kb) {
+    const bool tail = kb >= full_blocks;  // only the last block, when k_blocks > full_blocks
+    const int8_t* b0 = tail ? b_tail[0] : b[0] + kb * kAmxBTileBytes;
+    const int8_t* b1 = tail ? b_tail[1] : b[1] + kb * kAmxBTileBytes;
+    const uint8_t* a0 = a + kb * kAmxTileBytes;
     _tile_loadd(6, b0, kAmxTileBytes);
     if (kPanelTiles > 1) _tile_loadd(7, b1, kAmxTileBytes);
     _tile_loadd(4, a0, lda);
@@ -140,11 +146,7 @@ QLAB_AMX_TARGET HWY_NOINLINE void AmxBlock(const uint8_t* a, size_t lda,
       _tile_dpbusd(2, 5, 6);
       if (kPanelTiles > 1) _tile_dpbusd(3, 5, 7);
     }
-  };
-  for (size_t kb = 0; kb < full_blocks; ++kb) {
-    step(b[0] + kb * kAmxBTileBytes, b[1] + kb * kAmxBTileBytes, a + kb * kAmxTileBytes);
   }
-  if (k_blocks > full_blocks) step(b_tail[0], b_tail[1], a + full_blocks * kAmxTileBytes);
   constexpr size_t kStride = kAmxBlockColumns * sizeof(int32_t);
   _tile_stored(0, c, kStride);
   if (kPanelTiles > 1) _tile_stored(1, c + kQGemmPanelColumns, kStride);
