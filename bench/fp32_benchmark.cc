@@ -3,7 +3,9 @@
 // every distinct conv shape of ResNet18 at 224x224, batch 1, with 1 and 2 threads, in one binary
 // and one run; each row reports GFLOPS and the fraction of this machine's fp32 peak, measured
 // first in the same process by an FMA throughput loop (AVX-512, 12 independent accumulators per
-// thread). The ratio table at the end compares qlab with oneDNN shape by shape.
+// thread). The ratio table at the end compares qlab with oneDNN shape by shape, and the
+// double-accumulation convolution (the fake-quant reference's, fp32_gemm_double.h) with the float
+// one on the CIFAR ResNets' shapes.
 //
 // Both sides run bias + ReLU fused, NHWC activations, weights reordered/packed once outside the
 // timed loop (as an operator does at creation). oneDNN uses OpenMP (omp_set_num_threads), qlab a
@@ -39,6 +41,7 @@
 #include "core/tensor.h"
 #include "engine/fp32_engine.h"
 #include "kernels/fp32/fp32_gemm.h"
+#include "kernels/fp32/fp32_gemm_double.h"
 #include "models/resnet.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -162,8 +165,19 @@ std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
   return v;
 }
 
+// The 3x3 convolutions of the CIFAR-10 ResNets (ResNet20 .. 56), batch 1: the shapes the
+// fake-quant reference runs with double accumulation (fp32_gemm_double.h) in every PTQ record.
+const ConvLayer kCifarResNetConvs[] = {
+    {"cifar_stem_3x3_3-16_32", 3, 16, 32, 3, 1},
+    {"cifar_layer1_3x3_16-16_32", 16, 16, 32, 3, 1},
+    {"cifar_layer2_3x3_32-32_16", 32, 32, 16, 3, 1},
+    {"cifar_layer3_3x3_64-64_8", 64, 64, 8, 3, 1},
+};
+
 // --- qlab ------------------------------------------------------------------------------------
-void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
+// `double_accumulation`: Fp32Conv2dNhwcDoubleAccumulation instead of Fp32Conv2dNhwc.
+void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads,
+              bool double_accumulation) {
   std::mt19937 rng(kSeed);
   const int64_t out = layer.OutSize();
   const std::vector<float> input = RandomFloats(layer.size * layer.size * layer.in_c, rng);
@@ -183,9 +197,14 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   Fp32Epilogue epilogue;
   epilogue.relu = true;
   const PoolPtr pool = MakePool(threads);
-  state.SetLabel(Fp32GemmTargetName());
+  state.SetLabel(double_accumulation ? Fp32GemmDoubleTargetName() : Fp32GemmTargetName());
   for (auto _ : state) {
-    Fp32Conv2dNhwc(g, input.data(), packed, epilogue, output.data(), pool.get());
+    if (double_accumulation) {
+      Fp32Conv2dNhwcDoubleAccumulation(g, input.data(), packed, epilogue, output.data(),
+                                       pool.get());
+    } else {
+      Fp32Conv2dNhwc(g, input.data(), packed, epilogue, output.data(), pool.get());
+    }
     benchmark::ClobberMemory();
   }
   ReportRates(state, layer.Flops(), threads);
@@ -281,8 +300,25 @@ void RegisterAll(bench::RatioReporter& reporter) {
   for (const char* system : {"qlab", "onednn"}) {
     for (const ConvLayer& layer : kResNet18Convs) {
       for (int threads : {1, 2}) {
-        const auto fn = std::string(system) == "qlab" ? QlabConv : OnednnConv;
-        benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), fn, layer, threads)
+        if (std::string(system) == "qlab") {
+          benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), QlabConv, layer,
+                                       threads, false)
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+        } else {
+          benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), OnednnConv, layer,
+                                       threads)
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+        }
+      }
+    }
+  }
+  for (const char* system : {"qlab", "qlab_double"}) {
+    for (const ConvLayer& layer : kCifarResNetConvs) {
+      for (int threads : {1, 2}) {
+        benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), QlabConv, layer,
+                                     threads, std::string(system) == "qlab_double")
             ->UseRealTime()
             ->Unit(benchmark::kMicrosecond);
       }
@@ -304,6 +340,17 @@ void RegisterAll(bench::RatioReporter& reporter) {
                              RowName("qlab", layer, threads) + "/real_time", 0.7,
                              std::string("fp32 conv ") + layer.name + ", " +
                                  std::to_string(threads) + " thread(s), qlab vs oneDNN");
+    }
+  }
+  for (const ConvLayer& layer : kCifarResNetConvs) {
+    for (int threads : {1, 2}) {
+      // The fake-quant reference's cost: double accumulation within 4x of the float kernel, so
+      // that a PTQ record's fake-quant evaluation stays a fraction of its run.
+      reporter.AddComparison(RowName("qlab", layer, threads) + "/real_time",
+                             RowName("qlab_double", layer, threads) + "/real_time", 0.25,
+                             std::string("fp32 conv ") + layer.name + ", " +
+                                 std::to_string(threads) +
+                                 " thread(s), double vs float accumulation");
     }
   }
 }

@@ -34,6 +34,7 @@
 #include "kernels/fp32/aligned_floats.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_gemm.h"
+#include "kernels/fp32/fp32_gemm_double.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/quantize/quantize.h"
 #include "quant/graph/fold_batch_norm.h"
@@ -114,6 +115,7 @@ struct Fp32Engine::Impl {
   absl::flat_hash_map<NodeId, NodeId> alias;  // value -> the value whose buffer it shares
   absl::flat_hash_map<NodeId, ValueShape> shapes;
   pthreadpool_t pool = nullptr;
+  Fp32Accumulation accumulation = Fp32Accumulation::kFloat;
 
   // Per-batch plan.
   int64_t planned_batch = -1;
@@ -476,10 +478,20 @@ void Fp32Engine::Impl::Execute(Step& step, int64_t batch) {
   switch (step.kind) {
     case StepKind::kConv:
       step.conv.batch = n;
-      kernels::Fp32Conv2dNhwc(step.conv, x, step.weights, epilogue, out, pool);
+      if (accumulation == Fp32Accumulation::kDouble) {
+        kernels::Fp32Conv2dNhwcDoubleAccumulation(step.conv, x, step.weights, epilogue, out, pool);
+      } else {
+        kernels::Fp32Conv2dNhwc(step.conv, x, step.weights, epilogue, out, pool);
+      }
       break;
     case StepKind::kLinear:
-      kernels::Fp32Gemm(x, n, step.weights.k, step.weights, epilogue, out, step.weights.n, pool);
+      if (accumulation == Fp32Accumulation::kDouble) {
+        kernels::Fp32GemmDoubleAccumulation(x, n, step.weights.k, step.weights, epilogue, out,
+                                            step.weights.n, pool);
+      } else {
+        kernels::Fp32Gemm(x, n, step.weights.k, step.weights, epilogue, out, step.weights.n,
+                          pool);
+      }
       break;
     case StepKind::kMaxPool:
       step.pool.batch = n;
@@ -560,9 +572,11 @@ Fp32Engine::Fp32Engine(Fp32Engine&&) noexcept = default;
 Fp32Engine& Fp32Engine::operator=(Fp32Engine&&) noexcept = default;
 Fp32Engine::~Fp32Engine() = default;
 
-absl::StatusOr<Fp32Engine> Fp32Engine::Create(const Graph& graph, int threads) {
+absl::StatusOr<Fp32Engine> Fp32Engine::Create(const Graph& graph, int threads,
+                                              Fp32Accumulation accumulation) {
   auto impl = std::make_unique<Impl>();
   impl->graph = graph;
+  impl->accumulation = accumulation;
   QLAB_RETURN_IF_ERROR(impl->Compile(threads));
   return Fp32Engine(std::move(impl));
 }

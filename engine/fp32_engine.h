@@ -28,6 +28,7 @@
 #ifndef QLAB_ENGINE_FP32_ENGINE_H_
 #define QLAB_ENGINE_FP32_ENGINE_H_
 
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -37,12 +38,21 @@
 
 namespace qlab {
 
+// How convolutions and linears sum their K products. kFloat: kernels/fp32's fast float kernels
+// (FP32 baselines, latency). kDouble: kernels/fp32/fp32_gemm_double.h, each sum formed in double
+// and rounded to float once, so that the result does not depend on a summation order: the
+// fake-quant reference the int8 engine is compared with (issue 7) uses it, so that a one-step
+// difference between the two is the int8 engine's rounding, not the reference's float order.
+enum class Fp32Accumulation : uint8_t { kFloat, kDouble };
+
 class Fp32Engine {
  public:
   // Compiles `graph` (not modified; the engine keeps what it needs) for `threads` >= 1 threads
   // (1: everything on the calling thread). InvalidArgument naming the node for an unsupported op
   // or attribute, or for a graph without exactly one float input.
-  static absl::StatusOr<Fp32Engine> Create(const Graph& graph, int threads);
+  // `accumulation` selects how convolutions and linears sum their products.
+  static absl::StatusOr<Fp32Engine> Create(
+      const Graph& graph, int threads, Fp32Accumulation accumulation = Fp32Accumulation::kFloat);
 
   Fp32Engine(Fp32Engine&&) noexcept;
   Fp32Engine& operator=(Fp32Engine&&) noexcept;

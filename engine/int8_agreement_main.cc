@@ -52,6 +52,9 @@ ABSL_FLAG(int64_t, eval_images, 0, "test images for the agreement (0: all 10,000
 ABSL_FLAG(int64_t, isolate_images, 200, "test images for the per-layer isolation (0: skip)");
 ABSL_FLAG(std::string, forms, "all",
           "agreement forms to run: all, main (five), or default (the engine's default options)");
+ABSL_FLAG(std::string, reference_accumulation, "double",
+          "how the fake-quant reference's convolutions sum: double (as experiments/ptq "
+          "evaluates it) or float (the fast FP32 kernels' order)");
 ABSL_FLAG(std::string, isolate_int32_bias, "default",
           "int32-bias form of the isolated engine: default, one_multiplier, two_step, dequantized");
 
@@ -59,6 +62,12 @@ namespace qlab {
 namespace {
 
 using Options = Int8EngineOptions;
+
+// --reference_accumulation (validated in Main).
+Fp32Accumulation ReferenceAccumulation() {
+  return absl::GetFlag(FLAGS_reference_accumulation) == "float" ? Fp32Accumulation::kFloat
+                                                                 : Fp32Accumulation::kDouble;
+}
 
 struct Form {
   const char* name;
@@ -238,9 +247,9 @@ absl::Status Isolate(const Graph& converted, const std::vector<data::Batch>& bat
       }
       Tensor reference;
       if (inputs.size() == 1) {
-        // One input: the FP32 engine, whose kernels (and summation order) the fake-quant
-        // evaluation uses.
-        QLAB_ASSIGN_OR_RETURN(Fp32Engine fp32, Fp32Engine::Create(layer.graph, 1));
+        // One input: the FP32 engine with the fake-quant evaluation's accumulation.
+        QLAB_ASSIGN_OR_RETURN(Fp32Engine fp32,
+                              Fp32Engine::Create(layer.graph, 1, ReferenceAccumulation()));
         QLAB_ASSIGN_OR_RETURN(reference, fp32.Run(inputs[0]));
       } else {
         // The add: the interpreter's a + b is the same single IEEE addition as the FP32 engine's.
@@ -279,6 +288,11 @@ absl::Status Isolate(const Graph& converted, const std::vector<data::Batch>& bat
 }
 
 absl::Status Main() {
+  const std::string accumulation = absl::GetFlag(FLAGS_reference_accumulation);
+  if (accumulation != "double" && accumulation != "float") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--reference_accumulation=", accumulation, ": expected double or float"));
+  }
   const std::string model_name = absl::GetFlag(FLAGS_model);
   QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, ModelByName(model_name));
   if (spec.num_classes != 10) return absl::InvalidArgumentError("CIFAR-10 models only");
@@ -318,15 +332,17 @@ absl::Status Main() {
 
   std::vector<int> reference;
   {
-    QLAB_ASSIGN_OR_RETURN(Fp32Engine fake_quant, Fp32Engine::Create(converted, 2));
+    QLAB_ASSIGN_OR_RETURN(Fp32Engine fake_quant,
+                          Fp32Engine::Create(converted, 2, ReferenceAccumulation()));
     for (const data::Batch& batch : batches) {
       QLAB_ASSIGN_OR_RETURN(const Tensor logits, fake_quant.Run(batch.images));
       const std::vector<int> best = Argmax(logits);
       reference.insert(reference.end(), best.begin(), best.end());
     }
   }
-  std::printf("%s %s: top-1 agreement with fake-quant on %zu test images\n", spec.name.c_str(),
-              absl::GetFlag(FLAGS_quantizer).c_str(), reference.size());
+  std::printf("%s %s: top-1 agreement with fake-quant (%s accumulation) on %zu test images\n",
+              spec.name.c_str(), absl::GetFlag(FLAGS_quantizer).c_str(), accumulation.c_str(),
+              reference.size());
   for (const Form& form : Forms(absl::GetFlag(FLAGS_forms))) {
     QLAB_ASSIGN_OR_RETURN(Int8Engine engine, Int8Engine::Create(converted, 2, form.options));
     int64_t same = 0, i = 0;

@@ -25,11 +25,12 @@
 // bias (x86's float bias stays float: kernels/qgemm's kFloatBias stage), then quantizes it as
 // kernels/quantize and PyTorch do, nearbyint(v * (1.0f / y_s)) + y_zp; the add and the global
 // average pool dequantize, add or average in float in the reference's order, and quantize, bit
-// for bit. What remains is the reference's float summation inside its convolutions (another
-// order than the exact integer sum): a few outputs per million land on the other side of a
-// rounding boundary (//engine:int8_agreement isolates each layer's own differences), and such a
-// one-step difference carries downstream. Top-1 predictions agree with fake quantization on
-// 99.9 % or more of the CIFAR-10 test images (int8_engine_test and the PTQ records measure it).
+// for bit. The reference's convolutions sum in double (Fp32Accumulation::kDouble, as
+// experiments/ptq evaluates it), so what remains is the rounding of its dequantized float
+// operands: a fraction of an output per million lands on the other side of a rounding boundary
+// (//engine:int8_agreement isolates each layer's own differences), and such a one-step
+// difference carries downstream. Top-1 predictions agree with fake quantization on 99.9 % or
+// more of the CIFAR-10 test images (the PTQ records measure it; experiments/README.md).
 #ifndef QLAB_ENGINE_INT8_ENGINE_H_
 #define QLAB_ENGINE_INT8_ENGINE_H_
 

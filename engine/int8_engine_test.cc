@@ -120,9 +120,11 @@ NodeId QuantizeDequantize(Graph& g, NodeId x, float scale, int32_t zero_point) {
 }
 
 // Logits of the int8 engine under `options` and of the fake-quant reference (the FP32 engine on
-// the Q/DQ graph, as experiments/ptq evaluates it); the number of elements that differ.
+// the Q/DQ graph with double accumulation, as experiments/ptq evaluates it); the number of
+// elements that differ.
 int64_t ElementsDiffering(const Graph& g, const Tensor& x, const Int8EngineOptions& options) {
-  const Tensor reference = Fp32Engine::Create(g, 1).value().Run(x).value();
+  const Tensor reference =
+      Fp32Engine::Create(g, 1, Fp32Accumulation::kDouble).value().Run(x).value();
   Int8Engine engine = Int8Engine::Create(g, 2, options).value();
   const Tensor int8 = engine.Run(x).value();
   // Same elements in the same order (the engine may keep a flattened [N, C] as [N, C, 1, 1]).

@@ -300,8 +300,6 @@ absl::StatusOr<nlohmann::json> TimeRunner(const BatchRunner& runner, int64_t bat
       {"batch", batch}, {"runs", runs}, {"median_ms", at(0.5)}, {"p90_ms", at(0.9)}};
 }
 
-// `graph` on the configured engine. The FP32 engine is compiled once and shared by the calls
-// (it is not thread-safe, and Evaluate calls the runner from one thread).
 // `graph` written as ONNX to `path` (never replacing a file; the config as the model's
 // doc_string), and the record's entry for it: what a later reader needs to find the file and to
 // tell whether it is still the one this run wrote.
@@ -321,14 +319,19 @@ absl::StatusOr<nlohmann::json> ExportOnnxRecorded(const Graph& graph, const std:
                         {"format", "onnx opset 13 (interchange/onnx_export.h)"}};
 }
 
-absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& config) {
+// `graph` on the configured engine. The FP32 engine is compiled once and shared by the calls
+// (it is not thread-safe, and Evaluate calls the runner from one thread); `accumulation` is its
+// convolutions' (the reference interpreter always sums in its own plain loops).
+absl::StatusOr<BatchRunner> MakeRunner(const Graph& graph, const PtqConfig& config,
+                                       Fp32Accumulation accumulation) {
   if (config.engine == "reference") {
     return BatchRunner([&graph](const Tensor& images) -> absl::StatusOr<Tensor> {
       QLAB_ASSIGN_OR_RETURN(RunResult r, RunGraph(graph, {images}));
       return r.outputs[0];
     });
   }
-  QLAB_ASSIGN_OR_RETURN(Fp32Engine engine, Fp32Engine::Create(graph, config.threads));
+  QLAB_ASSIGN_OR_RETURN(Fp32Engine engine,
+                        Fp32Engine::Create(graph, config.threads, accumulation));
   auto shared = std::make_shared<Fp32Engine>(std::move(engine));
   return BatchRunner([shared](const Tensor& images) { return shared->Run(images); });
 }
@@ -639,8 +642,11 @@ absl::StatusOr<nlohmann::json> RunPtq(const PtqConfig& config) {
   eval_options.batch_size = resolved.batch_size;
   eval_options.show_progress = resolved.show_progress;
   eval_options.label = absl::StrCat("eval ", spec.name, " fp32");
-  QLAB_ASSIGN_OR_RETURN(const BatchRunner fp32_runner, MakeRunner(model, resolved));
-  QLAB_ASSIGN_OR_RETURN(const BatchRunner fake_quant_runner, MakeRunner(converted, resolved));
+  QLAB_ASSIGN_OR_RETURN(const BatchRunner fp32_runner,
+                        MakeRunner(model, resolved, Fp32Accumulation::kFloat));
+  // The fake-quant reference sums in double (fp32_engine.h): the int8 engine is compared with it.
+  QLAB_ASSIGN_OR_RETURN(const BatchRunner fake_quant_runner,
+                        MakeRunner(converted, resolved, Fp32Accumulation::kDouble));
   QLAB_ASSIGN_OR_RETURN(const EvalResult fp32,
                         Evaluate(eval_set, eval_order, *transform, fp32_runner, eval_options));
   eval_options.label = absl::StrCat("eval ", spec.name, " fake-quant");

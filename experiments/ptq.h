@@ -73,7 +73,8 @@ struct PtqConfig {
   int64_t eval_images = 0;  // 0: the whole test set
   int batch_size = 100;
   int timing_runs = 20;  // per engine and batch size, after warm-up; 0 skips timing
-  // "fast": FP32 and fake-quant on the FP32 engine (kernels/fp32, `threads` threads);
+  // "fast": FP32 and fake-quant on the FP32 engine (kernels/fp32, `threads` threads; the
+  // fake-quant model's convolutions sum in double, engine/fp32_engine.h's Fp32Accumulation);
   // "reference": both on the plain-loop interpreter (slow; the oracle, for cross-checks).
   std::string engine = "fast";
   // When set, the converted (Q/DQ) model is also written there as ONNX (interchange/), for ONNX

@@ -228,7 +228,9 @@ absl::StatusOr<nlohmann::json> RunQat(const QatConfig& config) {
   QLAB_RETURN_IF_ERROR(engine->WriteBackQat());
   engine.reset();
   QLAB_ASSIGN_OR_RETURN(const Graph converted, Convert(prepared));
-  QLAB_ASSIGN_OR_RETURN(Fp32Engine fq_engine, Fp32Engine::Create(converted, q.threads));
+  // The fake-quant reference sums in double, as PTQ's (fp32_engine.h's Fp32Accumulation).
+  QLAB_ASSIGN_OR_RETURN(Fp32Engine fq_engine,
+                        Fp32Engine::Create(converted, q.threads, Fp32Accumulation::kDouble));
   const BatchRunner fake_quant_runner = Fp32Runner(std::move(fq_engine));
   eval_options.label = absl::StrCat("eval ", spec.name, " QAT fake-quant");
   QLAB_ASSIGN_OR_RETURN(const EvalResult fake_quant, Evaluate(*d.test, eval_order, eval_transform,

@@ -1005,8 +1005,9 @@ class PyModel {
       return [e = int8_](const Tensor& images) { return e->Run(images); };
     }
     if (!fake_quant_) {
-      fake_quant_ =
-          std::make_shared<Fp32Engine>(ValueOrThrow(Fp32Engine::Create(*converted_, threads_)));
+      // Double accumulation, as experiments/ptq's fake-quant reference (fp32_engine.h).
+      fake_quant_ = std::make_shared<Fp32Engine>(ValueOrThrow(
+          Fp32Engine::Create(*converted_, threads_, Fp32Accumulation::kDouble)));
     }
     return [e = fake_quant_](const Tensor& images) { return e->Run(images); };
   }
