@@ -25,6 +25,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/fp32/conv_geometry.h"
 #include "kernels/threadpool/pool_flags.h"
 
 // Plain helpers shared by every target: defined once, outside the per-target namespaces.
@@ -71,29 +72,8 @@ inline void RowPointers(const Problem& p, size_t m0, size_t rows, const float** 
     for (size_t r = 0; r < rows; ++r) ptrs[r] = p.a + (m0 + r) * p.lda;
     return;
   }
-  const Fp32ConvGeometry& g = *p.conv;
   for (size_t r = 0; r < rows; ++r) {
-    const size_t m = m0 + r;
-    const size_t ow = m % g.out_w;
-    const size_t oh = (m / g.out_w) % g.out_h;
-    const size_t image = m / (g.out_w * g.out_h);
-    const float* base = p.input + image * g.in_h * g.in_w * g.in_channels;
-    const float** row = ptrs + r * p.segments;
-    for (size_t kh = 0; kh < g.kernel_h; ++kh) {
-      // Signed: a tap in the top/left padding has a negative input coordinate.
-      const int64_t ih =
-          static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) - static_cast<int64_t>(g.pad_h);
-      const bool row_inside = ih >= 0 && ih < static_cast<int64_t>(g.in_h);
-      for (size_t kw = 0; kw < g.kernel_w; ++kw) {
-        const int64_t iw = static_cast<int64_t>(ow * g.stride_w + kw * g.dilation_w) -
-                           static_cast<int64_t>(g.pad_w);
-        const bool inside = row_inside && iw >= 0 && iw < static_cast<int64_t>(g.in_w);
-        row[kh * g.kernel_w + kw] =
-            inside ? base + (static_cast<size_t>(ih) * g.in_w + static_cast<size_t>(iw)) *
-                                g.in_channels
-                   : p.zeros;
-      }
-    }
+    ConvTapPointers(*p.conv, p.input, p.zeros, m0 + r, ptrs + r * p.segments);
   }
 }
 

@@ -34,6 +34,7 @@
 #include <cstddef>
 
 #include "kernels/fp32/aligned_floats.h"
+#include "kernels/fp32/conv_geometry.h"  // Fp32ConvGeometry
 
 namespace qlab::kernels {
 
@@ -85,19 +86,6 @@ struct Fp32Epilogue {
 // m == 0 is a no-op.
 void Fp32Gemm(const float* a, size_t m, size_t lda, const Fp32PackedWeights& b,
               const Fp32Epilogue& epilogue, float* c, size_t ldc, pthreadpool_t pool);
-
-// Geometry of a 2-D convolution on NHWC tensors (groups = 1). Output sizes are the caller's
-// (validated against the input size, e.g. by quant/graph's shape inference):
-//   out = (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1.
-struct Fp32ConvGeometry {
-  size_t batch = 1;
-  size_t in_h = 1, in_w = 1, in_channels = 1;
-  size_t kernel_h = 1, kernel_w = 1;
-  size_t stride_h = 1, stride_w = 1;
-  size_t pad_h = 0, pad_w = 0;  // zero padding on both sides
-  size_t dilation_h = 1, dilation_w = 1;
-  size_t out_h = 1, out_w = 1;
-};
 
 // Fp32Conv2dNhwc: output[batch][out_h][out_w][N] = epilogue(conv(input, weights)), with input
 // NHWC [batch][in_h][in_w][in_channels] (contiguous), weights packed by PackFp32ConvWeights

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/fp32/conv_geometry.h"
 #include "kernels/threadpool/pool_flags.h"
 
 #ifndef QLAB_KERNELS_FP32_FP32_GEMM_DOUBLE_CC_SHARED_
@@ -49,22 +50,7 @@ inline void RowSegments(const Problem& p, size_t m, const double** out) {
     out[0] = p.a + m * p.lda;
     return;
   }
-  const Fp32ConvGeometry& g = *p.conv;
-  const size_t ow = m % g.out_w;
-  const size_t oh = (m / g.out_w) % g.out_h;
-  const size_t b = m / (g.out_w * g.out_h);
-  size_t t = 0;
-  for (size_t kh = 0; kh < g.kernel_h; ++kh) {
-    const int64_t ih =
-        static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) - static_cast<int64_t>(g.pad_h);
-    for (size_t kw = 0; kw < g.kernel_w; ++kw, ++t) {
-      const int64_t iw = static_cast<int64_t>(ow * g.stride_w + kw * g.dilation_w) -
-                         static_cast<int64_t>(g.pad_w);
-      const bool inside = ih >= 0 && ih < static_cast<int64_t>(g.in_h) && iw >= 0 &&
-                          iw < static_cast<int64_t>(g.in_w);
-      out[t] = inside ? p.input + ((b * g.in_h + ih) * g.in_w + iw) * g.in_channels : p.zeros;
-    }
-  }
+  ConvTapPointers(*p.conv, p.input, p.zeros, m, out);
 }
 
 }  // namespace qlab::kernels::fp32_gemm_double_internal
