@@ -109,11 +109,6 @@ class HistogramFamilyObserver final : public Observer {
 
   absl::Status RestoreState(const ObserverState& state) override {
     QLAB_ASSIGN_OR_RETURN(const nlohmann::json j, internal::ParseStateJson(state.json, spec()));
-    QLAB_ASSIGN_OR_RETURN(const std::string saved_spec, internal::GetString(j, "spec"));
-    if (saved_spec != spec()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("state of a ", saved_spec, " observer given to a ", spec(), " observer"));
-    }
     QLAB_ASSIGN_OR_RETURN(const int64_t bins, internal::GetInt(j, "bins"));
     QLAB_ASSIGN_OR_RETURN(const int64_t batches, internal::GetInt(j, "num_batches"));
     QLAB_ASSIGN_OR_RETURN(const int64_t skipped, internal::GetInt(j, "non_finite_skipped"));

@@ -267,11 +267,6 @@ ObserverState MinMaxFamilyObserver::SaveState() const {
 
 absl::Status MinMaxFamilyObserver::RestoreState(const ObserverState& state) {
   QLAB_ASSIGN_OR_RETURN(const nlohmann::json j, internal::ParseStateJson(state.json, spec()));
-  QLAB_ASSIGN_OR_RETURN(const std::string saved_spec, internal::GetString(j, "spec"));
-  if (saved_spec != spec()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("state of a ", saved_spec, " observer given to a ", spec(), " observer"));
-  }
   QLAB_ASSIGN_OR_RETURN(const int64_t channels, internal::GetInt(j, "num_channels"));
   QLAB_ASSIGN_OR_RETURN(const int64_t axis, internal::GetInt(j, "axis"));
   QLAB_ASSIGN_OR_RETURN(const int64_t batches, internal::GetInt(j, "num_batches"));

@@ -93,11 +93,17 @@ absl::StatusOr<bool> GetBool(const nlohmann::json& j, const char* field) {
   return it->get<bool>();
 }
 
-absl::StatusOr<nlohmann::json> ParseStateJson(const std::string& text, const std::string& who) {
+absl::StatusOr<nlohmann::json> ParseStateJson(const std::string& text, const std::string& spec) {
   nlohmann::json j = nlohmann::json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) {
     return absl::DataLossError(
-        absl::StrCat(who, " state: the JSON header is not a JSON object"));
+        absl::StrCat(spec, " state: the JSON header is not a JSON object"));
+  }
+  absl::StatusOr<std::string> saved_spec = GetString(j, "spec");
+  if (!saved_spec.ok()) return saved_spec.status();
+  if (*saved_spec != spec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state of a ", *saved_spec, " observer given to a ", spec, " observer"));
   }
   return j;
 }

@@ -54,8 +54,9 @@ absl::StatusOr<int64_t> GetInt(const nlohmann::json& j, const char* field);
 absl::StatusOr<double> GetDouble(const nlohmann::json& j, const char* field);
 absl::StatusOr<std::string> GetString(const nlohmann::json& j, const char* field);
 absl::StatusOr<bool> GetBool(const nlohmann::json& j, const char* field);
-// Parses a state's JSON text; DataLoss if it is not a JSON object.
-absl::StatusOr<nlohmann::json> ParseStateJson(const std::string& text, const std::string& who);
+// Parses the JSON text of a state restored into an observer of spec `spec`: DataLoss if it is
+// not a JSON object or has no string "spec", InvalidArgument if that spec is another observer's.
+absl::StatusOr<nlohmann::json> ParseStateJson(const std::string& text, const std::string& spec);
 
 // The binary payload: raw little-endian (the host order on every platform qlab targets) arrays
 // appended back to back; the JSON header says how many elements each has.
