@@ -42,9 +42,13 @@ struct Problem {
   const float* input = nullptr;
   const float* zeros = nullptr;  // >= segment_k zeros: what a tap in the padding reads
   size_t m = 0;
-  size_t segments = 1;   // pointers per row (filter taps)
+  size_t segments = 1;   // pointers per row (filter taps, or filter rows when padded_w != 0)
   size_t segment_k = 0;  // floats per pointer; K = segments * segment_k
   bool gather = false;   // copy each tile's rows into one contiguous buffer first (short taps)
+  // Row-run convolutions (few input channels, dilation_w 1): `input` is a copy of the NHWC input
+  // padded with zero columns to padded_w pixels per row (pad_w on the left), so that the
+  // kernel_w taps of one filter row are one contiguous run of kernel_w * in_channels floats.
+  size_t padded_w = 0;
   const float* packed = nullptr;
   const float* bias = nullptr;
   size_t k = 0;
@@ -66,10 +70,34 @@ struct Problem {
 // core on the machines qlab targets) next to the activations streaming past.
 inline constexpr size_t kChunkBytes = 512 * 1024;
 
+// Row-run mode (Problem::padded_w): output pixel m's K = (kh, kw, ic) as kernel_h runs, one per
+// filter row, each kernel_w * in_channels floats of the column-padded input (or of `zeros` where
+// the filter row falls in the top/bottom padding). Same K order as the tap-by-tap walk.
+inline void RowRunPointers(const Problem& p, size_t m, const float** runs) {
+  const Fp32ConvGeometry& g = *p.conv;
+  const size_t ow = m % g.out_w;
+  const size_t oh = (m / g.out_w) % g.out_h;
+  const size_t image = m / (g.out_w * g.out_h);
+  const float* first_column =
+      p.input + (image * g.in_h * p.padded_w + ow * g.stride_w) * g.in_channels;
+  for (size_t kh = 0; kh < g.kernel_h; ++kh) {
+    // Signed: a filter row in the top padding has a negative input row.
+    const int64_t ih =
+        static_cast<int64_t>(oh * g.stride_h + kh * g.dilation_h) - static_cast<int64_t>(g.pad_h);
+    runs[kh] = ih >= 0 && ih < static_cast<int64_t>(g.in_h)
+                   ? first_column + static_cast<size_t>(ih) * p.padded_w * g.in_channels
+                   : p.zeros;
+  }
+}
+
 // Row pointers of rows m0 .. m0 + rows - 1: ptrs[r * segments + s] is row r's segment s.
 inline void RowPointers(const Problem& p, size_t m0, size_t rows, const float** ptrs) {
   if (p.conv == nullptr) {
     for (size_t r = 0; r < rows; ++r) ptrs[r] = p.a + (m0 + r) * p.lda;
+    return;
+  }
+  if (p.padded_w != 0) {
+    for (size_t r = 0; r < rows; ++r) RowRunPointers(p, m0 + r, ptrs + r * p.segments);
     return;
   }
   for (size_t r = 0; r < rows; ++r) {
@@ -387,9 +415,31 @@ fp32_gemm_internal::Problem WithWeights(const Fp32PackedWeights& w, const Fp32Ep
   return p;
 }
 
-// Input channels below which a convolution gathers im2col rows: a tap of fewer floats than one
-// vector of broadcasts leaves the inner loop mostly overhead (the RGB stem has 3).
-constexpr size_t kGatherBelowChannels = 16;
+// Input channels below which a convolution does not walk tap by tap: a tap of fewer floats than
+// one vector of broadcasts leaves the inner loop mostly overhead (the RGB stem has 3). Such
+// convolutions read whole filter rows from a column-padded copy of the input (row-run mode), or,
+// with dilation_w > 1 where a filter row is not contiguous, gather each tile's im2col rows.
+constexpr size_t kShortTapChannels = 16;
+
+// The column-padded input of row-run mode: input rows of padded_w pixels, pad_w zero pixels on
+// the left, the input's in_w pixels, zeros to the right. Per calling thread, reused across calls
+// (every element is rewritten each call).
+struct PaddedInputRows {
+  const Fp32ConvGeometry* conv;
+  const float* input;
+  size_t padded_w;
+  float* padded;
+};
+
+void PadInputRow(void* context, size_t row) {
+  const PaddedInputRows& r = *static_cast<const PaddedInputRows*>(context);
+  const Fp32ConvGeometry& g = *r.conv;
+  const size_t c = g.in_channels;
+  float* out = r.padded + row * r.padded_w * c;
+  std::memset(out, 0, g.pad_w * c * sizeof(float));
+  std::memcpy(out + g.pad_w * c, r.input + row * g.in_w * c, g.in_w * c * sizeof(float));
+  std::memset(out + (g.pad_w + g.in_w) * c, 0, (r.padded_w - g.pad_w - g.in_w) * c * sizeof(float));
+}
 
 }  // namespace
 
@@ -447,15 +497,31 @@ void Fp32Conv2dNhwc(const Fp32ConvGeometry& g, const float* input, const Fp32Pac
     Fp32Gemm(input, m, g.in_channels, weights, epilogue, output, weights.n, pool);
     return;
   }
-  const AlignedFloats zeros(g.in_channels);
   fp32_gemm_internal::Problem p = WithWeights(weights, epilogue, output, weights.n);
   p.conv = &g;
   p.input = input;
-  p.zeros = zeros.data();
   p.m = m;
   p.segments = g.kernel_h * g.kernel_w;
   p.segment_k = g.in_channels;
-  p.gather = g.in_channels < kGatherBelowChannels;
+  if (g.in_channels < kShortTapChannels && g.dilation_w == 1) {
+    // Row-run mode. The last window's rightmost tap is pixel (out_w - 1) * stride_w + kernel_w - 1
+    // of the padded row; past the input's right edge there is only zero padding.
+    thread_local std::vector<float> padded;
+    PaddedInputRows rows{&g, input,
+                         std::max(g.pad_w + g.in_w, (g.out_w - 1) * g.stride_w + g.kernel_w),
+                         nullptr};
+    padded.resize(g.batch * g.in_h * rows.padded_w * g.in_channels);
+    rows.padded = padded.data();
+    pthreadpool_parallelize_1d(pool, &PadInputRow, &rows, g.batch * g.in_h, PoolFlags(pool));
+    p.input = padded.data();
+    p.padded_w = rows.padded_w;
+    p.segments = g.kernel_h;
+    p.segment_k = g.kernel_w * g.in_channels;
+  } else {
+    p.gather = g.in_channels < kShortTapChannels;
+  }
+  const AlignedFloats zeros(p.segment_k);  // what a tap (or filter row) in the padding reads
+  p.zeros = zeros.data();
   HWY_DYNAMIC_DISPATCH(Fp32GemmDriver)(p, pool);
 }
 

@@ -13,8 +13,10 @@
 // pointer per filter tap (kh, kw) to the input pixel's channel vector (or to a zero vector where
 // the tap falls in the padding): an indirect GEMM with K = taps x in_channels, consumed tap by
 // tap. A 1x1 stride-1 unpadded convolution is the plain GEMM on the NHWC input (no copies at all);
-// layers with fewer than 16 input channels (the RGB stem) gather each tile's im2col rows into a
-// small per-thread buffer instead, because a 3-float tap is too short to amortize the loop.
+// layers with fewer than 16 input channels (the RGB stem) take one pointer per filter row instead
+// of per tap, into a copy of the input padded with zero columns (kernel_w * in_channels
+// contiguous floats per filter row), because a 3-float tap is too short to amortize the loop;
+// with dilation_w > 1 (no contiguous filter rows) they gather each tile's im2col rows.
 //
 // Summation order. Every output is acc = 0; acc = fma(a_k, b_k, acc) for k = 0 .. K-1 in
 // increasing order (K ordered (kh, kw, ic) for convs); then acc + bias, then + residual, then

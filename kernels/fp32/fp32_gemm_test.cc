@@ -381,8 +381,9 @@ TEST_P(Fp32GemmTest, ResNetConvShapesMatchReference) {
   }
 }
 
-// Padding, stride, dilation and batch corners on odd channel counts (gathered below 16 input
-// channels, indirect from 16 up), including windows that see only padding.
+// Padding, stride, dilation and batch corners on odd channel counts (below 16 input channels
+// filter-row runs of the column-padded input, or gathered rows when dilated in W; indirect from
+// 16 up), including windows that see only padding.
 TEST_P(Fp32GemmTest, ConvGeometryCornersMatchReference) {
   uint32_t seed = BaseSeed() + 500000;
   for (size_t in_c : {1, 3, 15, 16, 17}) {
@@ -392,9 +393,10 @@ TEST_P(Fp32GemmTest, ConvGeometryCornersMatchReference) {
           for (size_t pad : {size_t{0}, kernel / 2, kernel - 1}) {
             ++seed;
             const size_t in_h = 4 + seed % 5, in_w = 3 + seed % 7, dilation = 1 + seed % 2;
-            const size_t kernel_w = kernel == 5 ? 3 : kernel;
+            const size_t kernel_w = kernel == 5 ? 3 : kernel, dilation_w = 1 + seed / 5 % 2;
             // Skip geometries whose dilated window does not fit the padded input.
-            if (in_h + 2 * pad < dilation * (kernel - 1) + 1 || in_w + 2 * pad < kernel_w) {
+            if (in_h + 2 * pad < dilation * (kernel - 1) + 1 ||
+                in_w + 2 * pad < dilation_w * (kernel_w - 1) + 1) {
               continue;
             }
             Fp32ConvTester()
@@ -404,7 +406,7 @@ TEST_P(Fp32GemmTest, ConvGeometryCornersMatchReference) {
                 .kernel(kernel, kernel_w)
                 .stride(stride, stride == 3 ? 1 : stride)
                 .padding(pad, pad)
-                .dilation(dilation, 1)
+                .dilation(dilation, dilation_w)
                 .bias(seed % 2 == 0)
                 .residual(seed % 3 == 0)
                 .relu(seed % 4 < 2)
