@@ -42,6 +42,7 @@
 #include "engine/fp32_engine.h"
 #include "kernels/fp32/fp32_gemm.h"
 #include "kernels/fp32/fp32_gemm_double.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 #include "models/resnet.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
@@ -105,18 +106,12 @@ __attribute__((target("avx512f"), noinline)) float FmaLoop(int64_t iterations) {
 constexpr double kFlopsPerIteration = 12 * 16 * 2;
 #endif
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
-using PoolPtr = std::unique_ptr<pthreadpool, PoolDeleter>;
-PoolPtr MakePool(int threads) {
-  return PoolPtr(threads > 1 ? pthreadpool_create(static_cast<size_t>(threads)) : nullptr);
-}
+using PoolPtr = kernels::PthreadpoolPtr;
 
 double MeasurePeakGflops(int threads) {
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx512f")) return 0.0;
-  const PoolPtr pool = MakePool(threads);
+  const PoolPtr pool = kernels::MakePthreadpool(static_cast<size_t>(threads));
   constexpr int64_t kIterations = 50'000'000;
   struct Context {
     float sink;
@@ -196,7 +191,7 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads,
   g.out_h = g.out_w = out;
   Fp32Epilogue epilogue;
   epilogue.relu = true;
-  const PoolPtr pool = MakePool(threads);
+  const PoolPtr pool = kernels::MakePthreadpool(static_cast<size_t>(threads));
   state.SetLabel(double_accumulation ? Fp32GemmDoubleTargetName() : Fp32GemmTargetName());
   for (auto _ : state) {
     if (double_accumulation) {

@@ -28,6 +28,7 @@
 #include "bench/command_output.h"
 #include "bench/ratio_reporter.h"
 #include "benchmark/benchmark.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 #include "nlohmann/json.hpp"
 #include "train/gemm_layers/gemm_layers.h"
 
@@ -73,9 +74,6 @@ const ConvLayer kLayers[] = {
     {"r20.layer3_3x3_64-64_8", 128, 64, 64, 8, 3, 1, false},        // layer3 (x5)
 };
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
 
 train::ConvLayerShape ShapeOf(const ConvLayer& l) {
   train::ConvLayerShape s;
@@ -114,7 +112,7 @@ void QlabConv(benchmark::State& state, const ConvLayer& l, Pass pass) {
   const std::vector<float> w = RandomFloats(l.out_c * l.in_c * l.kernel * l.kernel, rng);
   const std::vector<float> dy = RandomFloats(l.batch * out_size * out_size * l.out_c, rng);
   std::vector<float> y(dy.size()), dx(x.size()), dw(w.size());
-  std::unique_ptr<pthreadpool, PoolDeleter> pool(pthreadpool_create(kThreads));
+  kernels::PthreadpoolPtr pool(pthreadpool_create(kThreads));
   train::GemmLayerScratch scratch;
   const bool want_dx = pass == Pass::kBackward || pass == Pass::kBackwardData;
   const bool want_dw = pass == Pass::kBackward || pass == Pass::kBackwardFilter;

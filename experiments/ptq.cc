@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "core/elapsed.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
@@ -43,10 +44,6 @@ namespace qlab::experiments {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 absl::Status ValidateConfig(const PtqConfig& c) {
   if (c.weight_granularity != "per_channel" && c.weight_granularity != "per_tensor") {

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/elapsed.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/status_macros.h"
@@ -33,10 +34,6 @@ namespace qlab::experiments {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // A new run folder (or, when resuming, the existing one the checkpoint lives in).
 absl::Status PrepareRunDir(const std::string& run_dir, bool resuming) {

@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/elapsed.h"
 #include "core/interrupt.h"
 #include "core/progress.h"
 #include "core/status_macros.h"
@@ -26,10 +27,6 @@ namespace qlab::experiments {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 int64_t ImagesPerEpoch(const TrainRecipe& r, const data::Dataset& train_set) {
   return r.train_images > 0 ? std::min<int64_t>(r.train_images, train_set.size())

@@ -13,15 +13,13 @@
 #include "gtest/gtest.h"
 #include "hwy/tests/hwy_gtest.h"
 #include "kernels/fp32/fp32_eltwise.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 
 namespace qlab::kernels {
 namespace {
 
 constexpr uint32_t kBaseSeed = 20261203;
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
 
 std::vector<float> RandomFloats(size_t n, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -40,7 +38,7 @@ TEST_P(Fp32EltwiseTest, ReportsTarget) {
 TEST_P(Fp32EltwiseTest, AddAndReluExact) {
   uint32_t seed = kBaseSeed;
   for (size_t threads : {1, 2}) {
-    std::unique_ptr<pthreadpool, PoolDeleter> pool(threads > 1 ? pthreadpool_create(threads)
+    kernels::PthreadpoolPtr pool(threads > 1 ? pthreadpool_create(threads)
                                                                : nullptr);
     for (size_t n : {1, 3, 15, 16, 17, 100, 16384, 16385, 40000}) {
       std::mt19937 rng(++seed);
@@ -70,7 +68,7 @@ TEST_P(Fp32EltwiseTest, ChannelAffineExact) {
       const std::vector<float> shift = RandomFloats(channels, rng);
       for (bool relu : {false, true}) {
         std::vector<float> out(x.size());
-        std::unique_ptr<pthreadpool, PoolDeleter> pool(pthreadpool_create(2));
+        kernels::PthreadpoolPtr pool(pthreadpool_create(2));
         Fp32ChannelAffine(x.data(), pixels, channels, scale.data(), shift.data(), relu,
                           out.data(), pool.get());
         for (size_t p = 0; p < pixels; ++p) {

@@ -26,6 +26,7 @@
 #include "kernels/fp32/fp32_gemm.h"
 #include "kernels/fp32/fp32_gemm_double.h"
 #include "kernels/fp32/fp32_ref.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 
 namespace qlab::kernels {
 namespace {
@@ -33,13 +34,7 @@ namespace {
 constexpr uint32_t kBaseSeed = 20261123;
 constexpr float kSentinel = -12345.5f;  // in C's row gaps: the kernels write exactly M x N
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
-using PoolPtr = std::unique_ptr<pthreadpool, PoolDeleter>;
-PoolPtr MakePool(size_t threads) {
-  return PoolPtr(threads > 1 ? pthreadpool_create(threads) : nullptr);
-}
+using PoolPtr = kernels::PthreadpoolPtr;
 
 // Values of mixed magnitudes and signs, so that float summation would round differently.
 std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
@@ -87,7 +82,7 @@ void TestGemm(const GemmCase& t) {
     epilogue.residual_stride = t.n;
   }
   std::vector<float> c(t.m * ldc, kSentinel);
-  const PoolPtr pool = MakePool(t.threads);
+  const PoolPtr pool = kernels::MakePthreadpool(t.threads);
   Fp32GemmDoubleAccumulation(a.data(), t.m, lda, packed, epilogue, c.data(), ldc, pool.get());
 
   std::vector<double> sums(t.m * t.n), magnitude(t.m * t.n);
@@ -147,7 +142,7 @@ void TestConv(const ConvCase& t) {
     epilogue.residual_stride = t.out_c;
   }
   std::vector<float> output(pixels * t.out_c, kSentinel);
-  const PoolPtr pool = MakePool(t.threads);
+  const PoolPtr pool = kernels::MakePthreadpool(t.threads);
   Fp32Conv2dNhwcDoubleAccumulation(g, input.data(), packed, epilogue, output.data(), pool.get());
 
   std::vector<double> sums(pixels * t.out_c), magnitude(pixels * t.out_c);

@@ -34,6 +34,7 @@
 #include "hwy/tests/hwy_gtest.h"
 #include "kernels/fp32/fp32_gemm.h"
 #include "kernels/fp32/fp32_ref.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 
 namespace qlab::kernels {
 namespace {
@@ -47,15 +48,8 @@ uint32_t BaseSeed() {
   return flag != 0 ? static_cast<uint32_t>(flag) : kBaseSeed;
 }
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
-using PoolPtr = std::unique_ptr<pthreadpool, PoolDeleter>;
+using PoolPtr = kernels::PthreadpoolPtr;
 
-// threads == 1 runs on the calling thread (null pool), as the engine does.
-PoolPtr MakePool(size_t threads) {
-  return PoolPtr(threads > 1 ? pthreadpool_create(threads) : nullptr);
-}
 
 std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -133,7 +127,7 @@ class Fp32GemmTester {
       epilogue.residual_stride = ldc;
     }
     std::vector<float> c(m_ * ldc, kSentinel);
-    const PoolPtr pool = MakePool(threads_);
+    const PoolPtr pool = kernels::MakePthreadpool(threads_);
     Fp32Gemm(a.data(), m_, lda, packed, epilogue, c.data(), ldc, pool.get());
 
     std::vector<double> expected(m_ * n_), magnitude(m_ * n_);
@@ -215,7 +209,7 @@ class Fp32ConvTester {
       epilogue.residual_stride = out_c_;
     }
     std::vector<float> output(pixels * out_c_, kSentinel);
-    const PoolPtr pool = MakePool(threads_);
+    const PoolPtr pool = kernels::MakePthreadpool(threads_);
     Fp32Conv2dNhwc(g, input.data(), packed, epilogue, output.data(), pool.get());
 
     std::vector<double> expected(pixels * out_c_), magnitude(pixels * out_c_);

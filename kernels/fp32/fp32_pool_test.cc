@@ -21,15 +21,13 @@
 #include "hwy/tests/hwy_gtest.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "kernels/fp32/fp32_ref.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 
 namespace qlab::kernels {
 namespace {
 
 constexpr uint32_t kBaseSeed = 20261202;
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
 
 // Output size as PyTorch computes it (quant/graph/graph.cc), floor or ceil mode.
 size_t OutSize(size_t in, size_t kernel, size_t stride, size_t pad, bool ceil_mode) {
@@ -72,7 +70,7 @@ class Pool2dTester {
     for (float& x : input) x = dist(rng);
     const size_t outputs = batch_ * g.out_h * g.out_w * c_;
     std::vector<float> output(outputs);
-    std::unique_ptr<pthreadpool, PoolDeleter> pool(threads_ > 1 ? pthreadpool_create(threads_)
+    kernels::PthreadpoolPtr pool(threads_ > 1 ? pthreadpool_create(threads_)
                                                                 : nullptr);
     if (max_) {
       Fp32MaxPool2dNhwc(g, input.data(), output.data(), pool.get());

@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "hwy/targets.h"
 #include "kernels/fp32/fp32_ref.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 #include "train/gemm_layers/gemm_layers_ref.h"
 
 namespace qlab::train {
@@ -33,10 +34,7 @@ uint32_t Seed(uint32_t case_number) {
   return (flag != 0 ? static_cast<uint32_t>(flag) : kBaseSeed) + case_number;
 }
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
-using PoolPtr = std::unique_ptr<pthreadpool, PoolDeleter>;
+using PoolPtr = kernels::PthreadpoolPtr;
 
 std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

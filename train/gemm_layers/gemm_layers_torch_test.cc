@@ -23,6 +23,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/fp32/fp32_ref.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 #include "train/gemm_layers/gemm_layers.h"
 #include "train/gemm_layers/gemm_layers_ref.h"
 
@@ -36,9 +37,6 @@ std::string OutDir() {
   return dir != nullptr ? dir : "/tmp";
 }
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
 
 std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -164,7 +162,7 @@ LayerCase MakeLinear(const std::string& name, size_t batch, size_t in, size_t ou
 }
 
 TEST(GemmLayersTorchTest, GradientsMatchPyTorchAutograd) {
-  std::unique_ptr<pthreadpool, PoolDeleter> pool(pthreadpool_create(2));
+  kernels::PthreadpoolPtr pool(pthreadpool_create(2));
   std::mt19937 rng(kSeed);
   std::vector<LayerCase> cases;
   cases.push_back(MakeConv("stem_7x7s2p3", 2, 40, 36, 3, 16, 7, 2, 3, 1, rng, pool.get()));

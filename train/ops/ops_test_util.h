@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/threadpool/pthreadpool_ptr.h"
 
 namespace qlab::train::testing {
 
@@ -115,10 +116,7 @@ bool BitIdentical(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
 }
 
-struct PoolDeleter {
-  void operator()(pthreadpool* p) const { pthreadpool_destroy(p); }
-};
-using PoolPtr = std::unique_ptr<pthreadpool, PoolDeleter>;
+using PoolPtr = kernels::PthreadpoolPtr;
 
 // The pools every threaded op is run with: none (calling thread), 1 thread and 2 threads.
 struct ThreadPools {
