@@ -1,7 +1,8 @@
 // FP32 convolution benchmarks: kernels/fp32's NHWC convolution beside oneDNN 2.6 (Debian's
 // libdnnl, the reference implementation of the "fp32 convs >= 0.7x oneDNN" target) on
-// every distinct conv shape of ResNet18 at 224x224, batch 1, with 1 and 2 threads, in one binary
-// and one run; each row reports GFLOPS and the fraction of this machine's fp32 peak, measured
+// every distinct conv shape of ResNet18 and ResNet50 at 224x224, batch 1 (and one batch-8 row:
+// resnet_conv_shapes.h, the int8 benchmark's shapes), with 1 and 2 threads, in one binary and one
+// run; each row reports GFLOPS and the fraction of this machine's fp32 peak, measured
 // first in the same process by an FMA throughput loop (AVX-512, 12 independent accumulators per
 // thread). The ratio table at the end compares qlab with oneDNN shape by shape, and the
 // double-accumulation convolution (the fake-quant reference's, fp32_gemm_double.h) with the float
@@ -37,6 +38,7 @@
 #endif
 
 #include "bench/ratio_reporter.h"
+#include "bench/resnet_conv_shapes.h"
 #include "benchmark/benchmark.h"
 #include "core/tensor.h"
 #include "engine/fp32_engine.h"
@@ -52,30 +54,8 @@ namespace {
 constexpr uint32_t kSeed = 42;
 
 // One conv layer of ResNet18 (torchvision, 224x224 input), with the input size it sees.
-struct ConvLayer {
-  const char* name;
-  int64_t in_c, out_c, size, kernel, stride;
-  int64_t OutSize() const { return (size + 2 * (kernel / 2) - kernel) / stride + 1; }
-  double Flops() const {
-    const double out = static_cast<double>(OutSize());
-    return 2.0 * out * out * static_cast<double>(out_c * in_c * kernel * kernel);
-  }
-};
-
-// Every distinct conv shape of ResNet18 at batch 1, one line per stage.
-const ConvLayer kResNet18Convs[] = {
-    {"conv1_7x7s2_3-64_224", 3, 64, 224, 7, 2},              // stem
-    {"layer1_3x3_64-64_56", 64, 64, 56, 3, 1},               // layer1 (x4)
-    {"layer2.0_3x3s2_64-128_56", 64, 128, 56, 3, 2},         // layer2 entry
-    {"layer2_3x3_128-128_28", 128, 128, 28, 3, 1},           // layer2 (x3)
-    {"layer2.0.ds_1x1s2_64-128_56", 64, 128, 56, 1, 2},      // layer2 downsample
-    {"layer3.0_3x3s2_128-256_28", 128, 256, 28, 3, 2},       // layer3 entry
-    {"layer3_3x3_256-256_14", 256, 256, 14, 3, 1},           // layer3 (x3)
-    {"layer3.0.ds_1x1s2_128-256_28", 128, 256, 28, 1, 2},    // layer3 downsample
-    {"layer4.0_3x3s2_256-512_14", 256, 512, 14, 3, 2},       // layer4 entry
-    {"layer4_3x3_512-512_7", 512, 512, 7, 3, 1},             // layer4 (x3)
-    {"layer4.0.ds_1x1s2_256-512_14", 256, 512, 14, 1, 2},    // layer4 downsample
-};
+using ConvLayer = bench::ResNetConvShape;
+using bench::kResNetConvShapes;
 
 // --- Peak: FMA throughput -------------------------------------------------------------------
 // Measured once in main() before any benchmark; rows divide by it.
@@ -163,10 +143,10 @@ std::vector<float> RandomFloats(size_t size, std::mt19937& rng) {
 // The 3x3 convolutions of the CIFAR-10 ResNets (ResNet20 .. 56), batch 1: the shapes the
 // fake-quant reference runs with double accumulation (fp32_gemm_double.h) in every PTQ record.
 const ConvLayer kCifarResNetConvs[] = {
-    {"cifar_stem_3x3_3-16_32", 3, 16, 32, 3, 1},
-    {"cifar_layer1_3x3_16-16_32", 16, 16, 32, 3, 1},
-    {"cifar_layer2_3x3_32-32_16", 32, 32, 16, 3, 1},
-    {"cifar_layer3_3x3_64-64_8", 64, 64, 8, 3, 1},
+    {"cifar_stem_3x3_3-16_32", 3, 16, 32, 3, 1, false},
+    {"cifar_layer1_3x3_16-16_32", 16, 16, 32, 3, 1, false},
+    {"cifar_layer2_3x3_32-32_16", 32, 32, 16, 3, 1, false},
+    {"cifar_layer3_3x3_64-64_8", 64, 64, 8, 3, 1, false},
 };
 
 // --- qlab ------------------------------------------------------------------------------------
@@ -175,14 +155,16 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads,
               bool double_accumulation) {
   std::mt19937 rng(kSeed);
   const int64_t out = layer.OutSize();
-  const std::vector<float> input = RandomFloats(layer.size * layer.size * layer.in_c, rng);
+  const std::vector<float> input =
+      RandomFloats(layer.batch * layer.size * layer.size * layer.in_c, rng);
   const std::vector<float> weight =
       RandomFloats(layer.out_c * layer.in_c * layer.kernel * layer.kernel, rng);
   const std::vector<float> bias = RandomFloats(layer.out_c, rng);
-  AlignedFloats output(out * out * layer.out_c);
+  AlignedFloats output(layer.batch * out * out * layer.out_c);
   const Fp32PackedWeights packed = PackFp32ConvWeights(
       weight.data(), layer.out_c, layer.in_c, layer.kernel, layer.kernel, bias.data());
   Fp32ConvGeometry g;
+  g.batch = layer.batch;
   g.in_h = g.in_w = layer.size;
   g.in_channels = layer.in_c;
   g.kernel_h = g.kernel_w = layer.kernel;
@@ -202,7 +184,7 @@ void QlabConv(benchmark::State& state, const ConvLayer& layer, int threads,
     }
     benchmark::ClobberMemory();
   }
-  ReportRates(state, layer.Flops(), threads);
+  ReportRates(state, layer.Ops(), threads);
 }
 
 // --- oneDNN ----------------------------------------------------------------------------------
@@ -212,10 +194,10 @@ void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   const int64_t out = layer.OutSize(), pad = layer.kernel / 2;
-  const memory::dims src_dims = {1, layer.in_c, layer.size, layer.size};
+  const memory::dims src_dims = {layer.batch, layer.in_c, layer.size, layer.size};
   const memory::dims weight_dims = {layer.out_c, layer.in_c, layer.kernel, layer.kernel};
   const memory::dims bias_dims = {layer.out_c};
-  const memory::dims dst_dims = {1, layer.out_c, out, out};
+  const memory::dims dst_dims = {layer.batch, layer.out_c, out, out};
   const memory::desc src_md(src_dims, memory::data_type::f32, memory::format_tag::nhwc);
   const memory::desc dst_md(dst_dims, memory::data_type::f32, memory::format_tag::nhwc);
   const memory::desc bias_md(bias_dims, memory::data_type::f32, memory::format_tag::a);
@@ -231,7 +213,7 @@ void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
   const dnnl::convolution_forward::primitive_desc pd(desc, attr, engine);
 
   std::mt19937 rng(kSeed);
-  std::vector<float> input = RandomFloats(layer.size * layer.size * layer.in_c, rng);
+  std::vector<float> input = RandomFloats(layer.batch * layer.size * layer.size * layer.in_c, rng);
   std::vector<float> weight =
       RandomFloats(layer.out_c * layer.in_c * layer.kernel * layer.kernel, rng);
   std::vector<float> bias = RandomFloats(layer.out_c, rng);
@@ -251,7 +233,7 @@ void OnednnConv(benchmark::State& state, const ConvLayer& layer, int threads) {
                           {DNNL_ARG_DST, dst}});
     stream.wait();
   }
-  ReportRates(state, layer.Flops(), threads);
+  ReportRates(state, layer.Ops(), threads);
 }
 
 // --- Whole models through the engine ---------------------------------------------------------
@@ -293,7 +275,7 @@ void RegisterAll(bench::RatioReporter& reporter) {
         ->Iterations(1);
   }
   for (const char* system : {"qlab", "onednn"}) {
-    for (const ConvLayer& layer : kResNet18Convs) {
+    for (const ConvLayer& layer : kResNetConvShapes) {
       for (int threads : {1, 2}) {
         if (std::string(system) == "qlab") {
           benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), QlabConv, layer,
@@ -328,7 +310,7 @@ void RegisterAll(bench::RatioReporter& reporter) {
           ->Unit(benchmark::kMillisecond);
     }
   }
-  for (const ConvLayer& layer : kResNet18Convs) {
+  for (const ConvLayer& layer : kResNetConvShapes) {
     for (int threads : {1, 2}) {
       // The target: qlab's fp32 convs at >= 0.7x oneDNN's speed.
       reporter.AddComparison(RowName("onednn", layer, threads) + "/real_time",

@@ -45,6 +45,7 @@
 #endif
 
 #include "bench/ratio_reporter.h"
+#include "bench/resnet_conv_shapes.h"
 #include "benchmark/benchmark.h"
 #include "kernels/qconv/qconv.h"
 #include "kernels/qgemm/amx_support.h"
@@ -59,56 +60,9 @@ constexpr uint32_t kSeed = 42;
 constexpr int32_t kInputZeroPoint = 128;
 constexpr int32_t kOutputZeroPoint = 0;  // ReLU output: [0, max] maps to [0, 255]
 
-// One conv layer (torchvision ResNet, 224x224 input), with the input size it sees. Padding is
-// kernel / 2 on every side.
-struct ConvLayer {
-  const char* name;
-  int64_t in_c, out_c, size, kernel, stride;
-  bool target;        // a 3x3 or 1x1 conv of ResNet18: the issue's >= 0.8x oneDNN applies
-  int64_t batch = 1;  // images per run
-  int64_t OutSize() const { return (size + 2 * (kernel / 2) - kernel) / stride + 1; }
-  double Ops() const {
-    const double out = static_cast<double>(OutSize());
-    return 2.0 * static_cast<double>(batch) * out * out *
-           static_cast<double>(out_c * in_c * kernel * kernel);
-  }
-};
+using bench::kResNetConvShapes;
+using ConvLayer = bench::ResNetConvShape;
 
-// Every distinct conv shape of ResNet18 at batch 1, one line per stage; then the ResNet50 shapes
-// that ResNet18 does not have (torchvision's v1.5 bottlenecks: the stride sits on the 3x3; the
-// stride-1 3x3s are ResNet18's shapes); then one batch-8 case.
-const ConvLayer kLayers[] = {
-    {"r18.conv1_7x7s2_3-64_224", 3, 64, 224, 7, 2, false},          // stem
-    {"r18.layer1_3x3_64-64_56", 64, 64, 56, 3, 1, true},            // layer1 (x4)
-    {"r18.layer2.0_3x3s2_64-128_56", 64, 128, 56, 3, 2, true},      // layer2 entry
-    {"r18.layer2_3x3_128-128_28", 128, 128, 28, 3, 1, true},        // layer2 (x3)
-    {"r18.layer2.0.ds_1x1s2_64-128_56", 64, 128, 56, 1, 2, true},   // layer2 downsample
-    {"r18.layer3.0_3x3s2_128-256_28", 128, 256, 28, 3, 2, true},    // layer3 entry
-    {"r18.layer3_3x3_256-256_14", 256, 256, 14, 3, 1, true},        // layer3 (x3)
-    {"r18.layer3.0.ds_1x1s2_128-256_28", 128, 256, 28, 1, 2, true}, // layer3 downsample
-    {"r18.layer4.0_3x3s2_256-512_14", 256, 512, 14, 3, 2, true},    // layer4 entry
-    {"r18.layer4_3x3_512-512_7", 512, 512, 7, 3, 1, true},          // layer4 (x3)
-    {"r18.layer4.0.ds_1x1s2_256-512_14", 256, 512, 14, 1, 2, true}, // layer4 downsample
-    {"r50.layer1_1x1_64-256_56", 64, 256, 56, 1, 1, false},         // layer1 expand
-    {"r50.layer1_1x1_256-64_56", 256, 64, 56, 1, 1, false},         // layer1 reduce
-    {"r50.layer2_1x1_512-128_28", 512, 128, 28, 1, 1, false},       // layer2 reduce
-    {"r50.layer3_1x1_1024-256_14", 1024, 256, 14, 1, 1, false},     // layer3 reduce
-    {"r50.layer4_1x1_2048-512_7", 2048, 512, 7, 1, 1, false},       // layer4 reduce
-    {"r50.layer4_1x1_512-2048_7", 512, 2048, 7, 1, 1, false},       // layer4 expand
-    {"r50.layer1.0.conv1_1x1_64-64_56", 64, 64, 56, 1, 1, false},
-    {"r50.layer2.0.conv1_1x1_256-128_56", 256, 128, 56, 1, 1, false},
-    {"r50.layer2.0.conv2_3x3s2_128-128_56", 128, 128, 56, 3, 2, false},
-    {"r50.layer2_1x1_128-512_28", 128, 512, 28, 1, 1, false},         // layer2 expand
-    {"r50.layer2.0.ds_1x1s2_256-512_56", 256, 512, 56, 1, 2, false},
-    {"r50.layer3.0.conv1_1x1_512-256_28", 512, 256, 28, 1, 1, false},
-    {"r50.layer3.0.conv2_3x3s2_256-256_28", 256, 256, 28, 3, 2, false},
-    {"r50.layer3_1x1_256-1024_14", 256, 1024, 14, 1, 1, false},       // layer3 expand
-    {"r50.layer3.0.ds_1x1s2_512-1024_28", 512, 1024, 28, 1, 2, false},
-    {"r50.layer4.0.conv1_1x1_1024-512_14", 1024, 512, 14, 1, 1, false},
-    {"r50.layer4.0.conv2_3x3s2_512-512_14", 512, 512, 14, 3, 2, false},
-    {"r50.layer4.0.ds_1x1s2_1024-2048_14", 1024, 2048, 14, 1, 2, false},
-    {"r18.layer3_3x3_256-256_14_batch8", 256, 256, 14, 3, 1, false, 8},
-};
 
 // --- Peak: VNNI and AMX throughput ---------------------------------------------------------
 // Measured once in main() before any benchmark; rows divide by the one of their kernels' ISA.
@@ -376,7 +330,7 @@ void RegisterAll(bench::RatioReporter& reporter) {
         ->Iterations(1);
   }
   for (const char* system : {"qlab", "onednn"}) {
-    for (const ConvLayer& layer : kLayers) {
+    for (const ConvLayer& layer : kResNetConvShapes) {
       for (int threads : {1, 2}) {
         const auto fn = std::string(system) == "qlab" ? QlabConv : OnednnConv;
         benchmark::RegisterBenchmark(RowName(system, layer, threads).c_str(), fn, layer, threads)
@@ -385,7 +339,7 @@ void RegisterAll(bench::RatioReporter& reporter) {
       }
     }
   }
-  for (const ConvLayer& layer : kLayers) {
+  for (const ConvLayer& layer : kResNetConvShapes) {
     for (int threads : {1, 2}) {
       // The target: ResNet18's 3x3 and 1x1 int8 convs at 2 threads >= 0.8x oneDNN.
       const bool target = layer.target && threads == 2;
