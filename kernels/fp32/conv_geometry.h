@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace qlab::kernels {
 
@@ -49,6 +50,18 @@ inline void ConvTapPointers(const Fp32ConvGeometry& g, const T* input, const T* 
                  : zeros;
     }
   }
+}
+
+// One row of a column-padded NHWC input: dst[0, padded_w * channels) = pad_left zero pixels,
+// then the row's in_w pixels from src, then zero pixels up to padded_w (>= pad_left + in_w). The
+// float convolution's row-run mode (fp32_gemm.cc) and the training filter gradient's padded
+// input (train/gemm_layers) write their rows with it.
+inline void PadRowColumns(const float* src, size_t in_w, size_t channels, size_t pad_left,
+                          size_t padded_w, float* dst) {
+  std::memset(dst, 0, pad_left * channels * sizeof(float));
+  std::memcpy(dst + pad_left * channels, src, in_w * channels * sizeof(float));
+  std::memset(dst + (pad_left + in_w) * channels, 0,
+              (padded_w - pad_left - in_w) * channels * sizeof(float));
 }
 
 }  // namespace qlab::kernels

@@ -38,8 +38,7 @@ TEST_P(Fp32EltwiseTest, ReportsTarget) {
 TEST_P(Fp32EltwiseTest, AddAndReluExact) {
   uint32_t seed = kBaseSeed;
   for (size_t threads : {1, 2}) {
-    kernels::PthreadpoolPtr pool(threads > 1 ? pthreadpool_create(threads)
-                                                               : nullptr);
+    const kernels::PthreadpoolPtr pool = kernels::MakePthreadpool(threads);
     for (size_t n : {1, 3, 15, 16, 17, 100, 16384, 16385, 40000}) {
       std::mt19937 rng(++seed);
       const std::vector<float> a = RandomFloats(n, rng), b = RandomFloats(n, rng);

@@ -435,10 +435,8 @@ void PadInputRow(void* context, size_t row) {
   const PaddedInputRows& r = *static_cast<const PaddedInputRows*>(context);
   const Fp32ConvGeometry& g = *r.conv;
   const size_t c = g.in_channels;
-  float* out = r.padded + row * r.padded_w * c;
-  std::memset(out, 0, g.pad_w * c * sizeof(float));
-  std::memcpy(out + g.pad_w * c, r.input + row * g.in_w * c, g.in_w * c * sizeof(float));
-  std::memset(out + (g.pad_w + g.in_w) * c, 0, (r.padded_w - g.pad_w - g.in_w) * c * sizeof(float));
+  PadRowColumns(r.input + row * g.in_w * c, g.in_w, c, g.pad_w, r.padded_w,
+                r.padded + row * r.padded_w * c);
 }
 
 }  // namespace

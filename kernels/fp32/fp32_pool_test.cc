@@ -70,8 +70,7 @@ class Pool2dTester {
     for (float& x : input) x = dist(rng);
     const size_t outputs = batch_ * g.out_h * g.out_w * c_;
     std::vector<float> output(outputs);
-    kernels::PthreadpoolPtr pool(threads_ > 1 ? pthreadpool_create(threads_)
-                                                                : nullptr);
+    const kernels::PthreadpoolPtr pool = kernels::MakePthreadpool(threads_);
     if (max_) {
       Fp32MaxPool2dNhwc(g, input.data(), output.data(), pool.get());
     } else {

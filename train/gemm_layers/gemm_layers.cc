@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/fp32/aligned_floats.h"
+#include "kernels/fp32/conv_geometry.h"
 #include "kernels/threadpool/pool_flags.h"
 #include "train/gemm_layers/conv_filter_grad.h"
 
@@ -343,10 +344,8 @@ void PadInputRow(void* context, size_t row) {
     std::fill(dst, dst + padded_w * c, 0.0f);
     return;
   }
-  std::fill(dst, dst + g.pad_w * c, 0.0f);
-  std::memcpy(dst + g.pad_w * c, job.x + (n * g.in_h + ph - g.pad_h) * g.in_w * c,
-              g.in_w * c * sizeof(float));
-  std::fill(dst + (g.pad_w + g.in_w) * c, dst + padded_w * c, 0.0f);
+  kernels::PadRowColumns(job.x + (n * g.in_h + ph - g.pad_h) * g.in_w * c, g.in_w, c, g.pad_w,
+                         padded_w, dst);
 }
 
 // dw[o][i][kh][kw] = sum over m (increasing) of dy[m][o] * x(m, (kh, kw, i)), by
