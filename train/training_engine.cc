@@ -20,6 +20,7 @@
 #include "kernels/threadpool/pool_flags.h"
 #include "train/gemm_layers/gemm_layers.h"
 #include "train/ops/batch_norm_grad.h"
+#include "train/ops/conv_bn_grad.h"
 #include "train/ops/cross_entropy.h"
 #include "train/ops/eltwise_grad.h"
 #include "train/ops/fake_quant_grad.h"
@@ -475,13 +476,13 @@ struct TrainingEngine::Impl {
     if (fq.lsq_scale >= 0) return LsqForwardStep(fq, x, n, y);
     QLAB_ASSIGN_OR_RETURN(const QuantParams q, CurrentQParams(fq));
     if (q.scales.size() == 1) {
-      kernels::FakeQuantize(x, n, {q.scales[0], q.zero_points[0], q.quant_min, q.quant_max}, y,
-                            fq.mask.data());
+      ParallelFakeQuantize(x, n, {q.scales[0], q.zero_points[0], q.quant_min, q.quant_max}, y,
+                           fq.mask.data(), pool);
     } else {
       kernels::ChannelDims dims{1, q.scales.size(), n / q.scales.size()};
-      kernels::FakeQuantizePerChannel(
+      ParallelFakeQuantizePerChannel(
           x, dims, {q.scales.data(), q.zero_points.data(), q.quant_min, q.quant_max}, y,
-          fq.mask.data());
+          fq.mask.data(), pool);
     }
     return absl::OkStatus();
   }
@@ -508,14 +509,8 @@ struct TrainingEngine::Impl {
       const size_t out_c = static_cast<size_t>(w.shape[0]);
       const size_t per = size / out_c;
       step.bn_scale.resize(out_c);
-      const float* gamma = params[bn.gamma].v();
-      const float* rv = params[bn.running_var].v();
-      float* scaled = step.scaled_weight.data<float>();
-      const float* wv = w.v();
-      for (size_t o = 0; o < out_c; ++o) {
-        step.bn_scale[o] = gamma[o] / std::sqrt(rv[o] + bn.eps);
-        for (size_t i = 0; i < per; ++i) scaled[o * per + i] = wv[o * per + i] * step.bn_scale[o];
-      }
+      ConvBnScaleWeights(out_c, per, w.v(), params[bn.gamma].v(), params[bn.running_var].v(),
+                         bn.eps, step.bn_scale.data(), step.scaled_weight.data<float>(), pool);
       source = &step.scaled_weight;
     }
     if (!step.weight_fq.has_value()) {
@@ -546,15 +541,8 @@ struct TrainingEngine::Impl {
             // PyTorch's ConvBn: conv without bias, divided by the BN scale, plus the conv bias.
             float* z = step.conv_out.data<float>();
             ConvForward(step.conv, x, w, nullptr, z, gemm_scratch, pool);
-            const size_t c = step.conv.out_channels;
-            const float* bias = step.bias >= 0 ? params[step.bias].v() : nullptr;
-            for (size_t r = 0; r < out.rows(); ++r) {
-              for (size_t ch = 0; ch < c; ++ch) {
-                float v = z[r * c + ch] / step.bn_scale[ch];
-                if (bias != nullptr) v += bias[ch];
-                y[r * c + ch] = v;
-              }
-            }
+            ConvBnOutputForward(out.rows(), step.conv.out_channels, z, step.bn_scale.data(),
+                                step.bias >= 0 ? params[step.bias].v() : nullptr, y, pool);
           }
           break;
         }
@@ -638,7 +626,7 @@ struct TrainingEngine::Impl {
       if (fq.lsq_scale >= 0) {
         LsqBackwardStep(fq, source, dweight_effective, size, dweight_effective);
       } else {
-        FakeQuantSteBackward(fq.mask.data(), dweight_effective, size, dweight_effective);
+        FakeQuantSteBackward(fq.mask.data(), dweight_effective, size, dweight_effective, pool);
       }
     }
     if (step.fused_bn_step < 0) {
@@ -649,18 +637,8 @@ struct TrainingEngine::Impl {
     //   dw = dscaled * s[o];  dgamma[o] += sum_i dscaled[o, i] * w[o, i] / sqrt(rv + eps).
     const Step& bn = steps[step.fused_bn_step];
     const size_t out_c = static_cast<size_t>(w.shape[0]);
-    const size_t per = size / out_c;
-    const float* wv = w.v();
-    const float* rv = params[bn.running_var].v();
-    float* dgamma = params[bn.gamma].g();
-    for (size_t o = 0; o < out_c; ++o) {
-      double ds = 0.0;
-      for (size_t i = 0; i < per; ++i) {
-        ds += static_cast<double>(dweight_effective[o * per + i]) * wv[o * per + i];
-        dw[o * per + i] = dweight_effective[o * per + i] * step.bn_scale[o];
-      }
-      dgamma[o] += static_cast<float>(ds / std::sqrt(static_cast<double>(rv[o]) + bn.eps));
-    }
+    ConvBnWeightBackward(out_c, size / out_c, dweight_effective, w.v(), step.bn_scale.data(),
+                         params[bn.running_var].v(), bn.eps, dw, params[bn.gamma].g(), pool);
   }
 
   absl::Status Backward() {
@@ -691,16 +669,9 @@ struct TrainingEngine::Impl {
             const size_t c = step.conv.out_channels;
             float* dz = step.conv_out_grad.data<float>();
             const float* z = step.conv_out.data<float>();
-            std::vector<double> ds(c, 0.0), db(c, 0.0);
-            for (size_t r = 0; r < out.rows(); ++r) {
-              for (size_t ch = 0; ch < c; ++ch) {
-                const float g = dy[r * c + ch];
-                dz[r * c + ch] = g / step.bn_scale[ch];
-                ds[ch] -= static_cast<double>(g) * z[r * c + ch] /
-                          (static_cast<double>(step.bn_scale[ch]) * step.bn_scale[ch]);
-                db[ch] += g;
-              }
-            }
+            std::vector<double> ds(c), db(c);
+            ConvBnOutputBackward(out.rows(), c, dy, z, step.bn_scale.data(), dz, ds.data(),
+                                 db.data(), pool);
             const Step& bn = steps[step.fused_bn_step];
             float* dgamma = params[bn.gamma].g();
             const float* rv = params[bn.running_var].v();
@@ -802,7 +773,7 @@ struct TrainingEngine::Impl {
             if (step.fq->lsq_scale >= 0) {
               LsqBackwardStep(*step.fq, x, dy, n, dx);
             } else {
-              FakeQuantSteBackward(step.fq->mask.data(), dy, n, dx);
+              FakeQuantSteBackward(step.fq->mask.data(), dy, n, dx, pool);
             }
           });
           break;

@@ -126,8 +126,56 @@ void LsqBackwardImpl(const float* x, const float* dy, const kernels::ChannelDims
 
 }  // namespace
 
-void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx) {
-  for (size_t i = 0; i < n; ++i) dx[i] = SelectBits(mask[i] != 0, dy[i], 0.0f);
+void ParallelFakeQuantize(const float* x, size_t n, const kernels::AffineParams& params, float* y,
+                          uint8_t* mask, pthreadpool_t pool) {
+  internal::ParallelForRowBlocks(
+      n, kBlock,
+      [&](size_t begin, size_t end) {
+        kernels::FakeQuantize(x + begin, end - begin, params, y + begin,
+                              mask != nullptr ? mask + begin : nullptr);
+      },
+      pool);
+}
+
+void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& dims,
+                                    const kernels::PerChannelAffineParams& params, float* y,
+                                    uint8_t* mask, pthreadpool_t pool) {
+  if (dims.outer == 1) {
+    const size_t channels_per_task = std::max<size_t>(1, kBlock / std::max<size_t>(dims.inner, 1));
+    internal::ParallelForRowBlocks(
+        dims.channels, channels_per_task,
+        [&](size_t begin, size_t end) {
+          const size_t offset = begin * dims.inner;
+          kernels::FakeQuantizePerChannel(
+              x + offset, kernels::ChannelDims{1, end - begin, dims.inner},
+              {params.scales + begin, params.zero_points + begin, params.quant_min,
+               params.quant_max},
+              y + offset, mask != nullptr ? mask + offset : nullptr);
+        },
+        pool);
+    return;
+  }
+  // Whole [channels, inner] slabs of the outer axis, about kBlock elements a task.
+  const size_t slab = dims.channels * dims.inner;
+  const size_t slabs_per_task = std::max<size_t>(1, kBlock / std::max<size_t>(slab, 1));
+  internal::ParallelForRowBlocks(
+      dims.outer, slabs_per_task,
+      [&](size_t begin, size_t end) {
+        kernels::FakeQuantizePerChannel(
+            x + begin * slab, kernels::ChannelDims{end - begin, dims.channels, dims.inner},
+            params, y + begin * slab, mask != nullptr ? mask + begin * slab : nullptr);
+      },
+      pool);
+}
+
+void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx,
+                          pthreadpool_t pool) {
+  internal::ParallelForRowBlocks(
+      n, kBlock,
+      [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) dx[i] = SelectBits(mask[i] != 0, dy[i], 0.0f);
+      },
+      pool);
 }
 
 int32_t LsqForwardZeroPoint(float zero_point, int32_t quant_min, int32_t quant_max) {
@@ -140,12 +188,7 @@ void LsqPerTensorForward(const float* x, size_t n, const LsqParams& params, floa
       params.scales[0],
       LsqForwardZeroPoint(params.zero_points[0], params.quant_min, params.quant_max),
       params.quant_min, params.quant_max};
-  internal::ParallelForRowBlocks(
-      n, kBlock,
-      [&](size_t begin, size_t end) {
-        kernels::FakeQuantize(x + begin, end - begin, affine, y + begin, /*mask=*/nullptr);
-      },
-      pool);
+  ParallelFakeQuantize(x, n, affine, y, /*mask=*/nullptr, pool);
 }
 
 void LsqPerTensorBackward(const float* x, const float* dy, size_t n, const LsqParams& params,
@@ -165,17 +208,7 @@ void LsqPerChannelForward(const float* x, const kernels::ChannelDims& dims, cons
   }
   const kernels::PerChannelAffineParams affine{params.scales, zero_points.data(), params.quant_min,
                                                params.quant_max};
-  // Split along the outer axis (whole [channels, inner] slabs), about kBlock elements a task.
-  const size_t slab = dims.channels * dims.inner;
-  const size_t slabs_per_task = std::max<size_t>(1, kBlock / std::max<size_t>(slab, 1));
-  internal::ParallelForRowBlocks(
-      dims.outer, slabs_per_task,
-      [&](size_t begin, size_t end) {
-        kernels::FakeQuantizePerChannel(
-            x + begin * slab, kernels::ChannelDims{end - begin, dims.channels, dims.inner}, affine,
-            y + begin * slab, /*mask=*/nullptr);
-      },
-      pool);
+  ParallelFakeQuantizePerChannel(x, dims, affine, y, /*mask=*/nullptr, pool);
 }
 
 void LsqPerChannelBackward(const float* x, const float* dy, const kernels::ChannelDims& dims,

@@ -43,8 +43,21 @@
 
 namespace qlab::train {
 
-// Straight-through estimator backward: dx = mask ? dy : 0 (mask from kernels::FakeQuantize*).
-void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx);
+// kernels::FakeQuantize over fixed blocks of elements on `pool` (may be null); same results.
+void ParallelFakeQuantize(const float* x, size_t n, const kernels::AffineParams& params, float* y,
+                          uint8_t* mask, pthreadpool_t pool);
+
+// kernels::FakeQuantizePerChannel on `pool` (may be null); same results. Tasks take whole
+// [channels, inner] slabs of the outer axis or, for a single slab (a weight, outer == 1), blocks
+// of channels: a weight's fake quantization is one of a QAT step's largest element passes.
+void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& dims,
+                                    const kernels::PerChannelAffineParams& params, float* y,
+                                    uint8_t* mask, pthreadpool_t pool);
+
+// Straight-through estimator backward: dx = mask ? dy : 0 (mask from kernels::FakeQuantize*),
+// over fixed blocks on `pool` (may be null).
+void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx,
+                          pthreadpool_t pool);
 
 // LSQ's learned parameters: scales[c] and zero_points[c] for c in [0, channels) (one each per
 // tensor), the integer range, and the gradient scale LSQ applies to dscale and dzero_point

@@ -51,7 +51,7 @@ TEST(FakeQuantSteTest, HandComputedMask) {
   for (size_t i = 0; i < x.size(); ++i) dy[i] = static_cast<float>(i + 1);
   kernels::FakeQuantize(x.data(), x.size(), kernels::AffineParams{0.5f, 0, -2, 1}, y.data(),
                         mask.data());
-  FakeQuantSteBackward(mask.data(), dy.data(), x.size(), dx.data());
+  FakeQuantSteBackward(mask.data(), dy.data(), x.size(), dx.data(), nullptr);
   ExpectEqualValues("mask", mask, want_mask);
   ExpectEqualValues("y", y, want_y);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(dx[i], want_mask[i] ? dy[i] : 0.0f) << i;
@@ -63,7 +63,7 @@ TEST(FakeQuantSteTest, HandComputedMask) {
   std::vector<uint8_t> mask2(x2.size());
   kernels::FakeQuantize(x2.data(), x2.size(), kernels::AffineParams{0.5f, 1, 0, 3}, y2.data(),
                         mask2.data());
-  FakeQuantSteBackward(mask2.data(), dy.data(), x2.size(), dx2.data());
+  FakeQuantSteBackward(mask2.data(), dy.data(), x2.size(), dx2.data(), nullptr);
   ExpectEqualValues("mask2", mask2, std::vector<uint8_t>{1, 0, 1, 1, 0});
   ExpectEqualValues("dx2", dx2, std::vector<float>{1.0f, 0.0f, 3.0f, 4.0f, 0.0f});
 }
@@ -240,6 +240,56 @@ void SumTolerances(const std::vector<float>& dy, const kernels::ChannelDims& dim
   }
 }
 
+// The pooled forward and STE backward equal the single-call kernels bit for bit (values and
+// masks), for per-tensor data, a weight (outer == 1: split by channels) and an activation-like
+// [outer, channels, inner] tensor (split by slabs), each spanning several blocks.
+TEST(FakeQuantSteTest, ParallelPassesEqualTheKernels) {
+  std::mt19937 rng(1123);
+  const size_t channels = 37, inner = 1153;  // a weight of 37 x 1153: ~5 channel blocks
+  const size_t n = channels * inner;
+  const std::vector<float> x = testing::UniformFloats(n, -3.0f, 3.0f, rng);
+  const std::vector<float> dy = testing::UniformFloats(n, -1.0f, 1.0f, rng);
+  const std::vector<float> scales = testing::UniformFloats(channels, 0.01f, 0.05f, rng);
+  std::vector<int32_t> zero_points(channels);
+  for (size_t c = 0; c < channels; ++c) zero_points[c] = static_cast<int32_t>(c % 7) - 3;
+  const kernels::AffineParams tensor{0.02f, 3, -8, 7};
+  const kernels::PerChannelAffineParams channel{scales.data(), zero_points.data(), -8, 7};
+  const kernels::ChannelDims weight{1, channels, inner};
+  const kernels::ChannelDims activation{29, 11, 113};  // 29 slabs of 1243 elements (<= n)
+  ASSERT_LE(activation.size(), n);
+  struct Out {
+    std::vector<float> y;
+    std::vector<uint8_t> mask;
+  };
+  auto fresh = [&](size_t size) { return Out{std::vector<float>(size), std::vector<uint8_t>(size)}; };
+  Out want_tensor = fresh(n), want_weight = fresh(n), want_act = fresh(activation.size());
+  kernels::FakeQuantize(x.data(), n, tensor, want_tensor.y.data(), want_tensor.mask.data());
+  kernels::FakeQuantizePerChannel(x.data(), weight, channel, want_weight.y.data(),
+                                  want_weight.mask.data());
+  const kernels::PerChannelAffineParams act_params{scales.data(), zero_points.data(), -8, 7};
+  kernels::FakeQuantizePerChannel(x.data(), activation, act_params, want_act.y.data(),
+                                  want_act.mask.data());
+  std::vector<float> want_dx(n);
+  for (size_t i = 0; i < n; ++i) want_dx[i] = want_weight.mask[i] != 0 ? dy[i] : 0.0f;
+  testing::ThreadPools pools;
+  for (const auto& [name, pool] : pools.All()) {
+    Out t = fresh(n), w = fresh(n), a = fresh(activation.size());
+    ParallelFakeQuantize(x.data(), n, tensor, t.y.data(), t.mask.data(), pool);
+    ParallelFakeQuantizePerChannel(x.data(), weight, channel, w.y.data(), w.mask.data(), pool);
+    ParallelFakeQuantizePerChannel(x.data(), activation, act_params, a.y.data(), a.mask.data(),
+                                   pool);
+    std::vector<float> dx(n);
+    FakeQuantSteBackward(w.mask.data(), dy.data(), n, dx.data(), pool);
+    EXPECT_TRUE(testing::BitIdentical(t.y, want_tensor.y)) << name;
+    EXPECT_TRUE(testing::BitIdentical(t.mask, want_tensor.mask)) << name;
+    EXPECT_TRUE(testing::BitIdentical(w.y, want_weight.y)) << name;
+    EXPECT_TRUE(testing::BitIdentical(w.mask, want_weight.mask)) << name;
+    EXPECT_TRUE(testing::BitIdentical(a.y, want_act.y)) << name;
+    EXPECT_TRUE(testing::BitIdentical(a.mask, want_act.mask)) << name;
+    ExpectEqualValues(absl::StrCat("dx, ", name), dx, want_dx);
+  }
+}
+
 TEST(FakeQuantGradTorchTest, MatchesPyTorch) {
   auto cases = testing::RunTorchCases("fake_quant");
   ASSERT_TRUE(cases.ok()) << cases.status();
@@ -268,7 +318,7 @@ TEST(FakeQuantGradTorchTest, MatchesPyTorch) {
             kernels::PerChannelAffineParams{scales.data(), zero_points.data(), qmin, qmax},
             y.data(), mask.data());
       }
-      FakeQuantSteBackward(mask.data(), dy.data(), x.size(), dx.data());
+      FakeQuantSteBackward(mask.data(), dy.data(), x.size(), dx.data(), nullptr);
       for (uint8_t m : mask) clipped += m == 0 ? 1 : 0;
       ExpectEqualValues("y", y, want_y);
       ExpectEqualValues("dx", dx, want_dx);
