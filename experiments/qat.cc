@@ -218,6 +218,12 @@ absl::StatusOr<nlohmann::json> RunQat(const QatConfig& config) {
   io.show_progress = q.show_progress;
   TrainRecipe recipe = resolved.recipe;
   if (recipe.eval_images == 0) recipe.eval_images = q.eval_images;
+  if (recipe.distill > 0.0f) {
+    // The teacher: the pretrained FP32 model (batch norms folded), on the same augmented batch.
+    QLAB_ASSIGN_OR_RETURN(Fp32Engine teacher, Fp32Engine::Create(folded, q.threads));
+    auto shared = std::make_shared<Fp32Engine>(std::move(teacher));
+    io.teacher = [shared](const Tensor& images) { return shared->Run(images); };
+  }
   QLAB_ASSIGN_OR_RETURN(const TrainingRunOutput run,
                         RunTraining(*engine, recipe, *d.train, *d.test, io));
 
@@ -296,6 +302,11 @@ nlohmann::json TrainConfig::ToJson() const {
 absl::StatusOr<nlohmann::json> RunTrain(const TrainConfig& config) {
   const Clock::time_point run_start = Clock::now();
   QLAB_RETURN_IF_ERROR(ValidateRecipe(config.recipe));
+  if (config.recipe.distill > 0.0f) {  // checked before the run folder is created
+    return absl::InvalidArgumentError(
+        absl::StrCat("distill = ", config.recipe.distill,
+                     ": FP32 training has no teacher model (distillation is a QAT option)"));
+  }
   QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, CifarModel(config.model));
   QLAB_ASSIGN_OR_RETURN(CifarData d, OpenCifar(config.data_root, config.cache_dir));
   ResNetOptions options;

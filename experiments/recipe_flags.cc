@@ -19,6 +19,9 @@ ABSL_FLAG(std::string, schedule, "cosine",
           "learning-rate schedule: constant, cosine, cosine:<min_lr>, step:<epoch>,...:<gamma>");
 ABSL_FLAG(double, warmup_epochs, 0.0, "linear warm-up (epochs, fractions allowed)");
 ABSL_FLAG(float, label_smoothing, 0.0f, "cross-entropy label smoothing");
+ABSL_FLAG(float, distill, 0.0f,
+          "QAT: knowledge distillation from the FP32 model, the weight of its soft targets in "
+          "[0, 1] (0: labels only)");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the data order, augmentation and initialization");
 ABSL_FLAG(int64_t, epoch_eval_images, 0, "test images evaluated after each epoch (0: all)");
 ABSL_FLAG(int64_t, freeze_bn_after_steps, -1,
@@ -44,6 +47,7 @@ void SetRecipeFlagDefaults(const TrainRecipe& d) {
   absl::SetFlag(&FLAGS_schedule, d.schedule);
   absl::SetFlag(&FLAGS_warmup_epochs, d.warmup_epochs);
   absl::SetFlag(&FLAGS_label_smoothing, d.label_smoothing);
+  absl::SetFlag(&FLAGS_distill, d.distill);
   absl::SetFlag(&FLAGS_seed, d.seed);
   absl::SetFlag(&FLAGS_epoch_eval_images, d.eval_images);
   absl::SetFlag(&FLAGS_freeze_bn_after_steps, d.freeze_bn_after_steps);
@@ -64,6 +68,7 @@ TrainRecipe RecipeFromFlags() {
   r.schedule = absl::GetFlag(FLAGS_schedule);
   r.warmup_epochs = absl::GetFlag(FLAGS_warmup_epochs);
   r.label_smoothing = absl::GetFlag(FLAGS_label_smoothing);
+  r.distill = absl::GetFlag(FLAGS_distill);
   r.seed = absl::GetFlag(FLAGS_seed);
   r.eval_images = absl::GetFlag(FLAGS_epoch_eval_images);
   r.freeze_bn_after_steps = absl::GetFlag(FLAGS_freeze_bn_after_steps);

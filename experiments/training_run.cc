@@ -79,6 +79,7 @@ nlohmann::json TrainRecipe::ToJson() const {
                         {"schedule", schedule},
                         {"warmup_epochs", warmup_epochs},
                         {"label_smoothing", label_smoothing},
+                        {"distill", distill},
                         {"seed", seed},
                         {"eval_images", eval_images},
                         {"freeze_bn_after_steps", freeze_bn_after_steps},
@@ -102,6 +103,7 @@ absl::Status ValidateRecipe(const TrainRecipe& r) {
   if (!(r.label_smoothing >= 0.0f && r.label_smoothing < 1.0f)) {
     return bad("label_smoothing", r.label_smoothing, "[0, 1)");
   }
+  if (!(r.distill >= 0.0f && r.distill <= 1.0f)) return bad("distill", r.distill, "[0, 1]");
   if (r.eval_images < 0) return bad("eval_images", r.eval_images, ">= 0");
   if (r.log_every_steps < 1) return bad("log_every_steps", r.log_every_steps, ">= 1");
   return absl::OkStatus();
@@ -131,6 +133,12 @@ absl::StatusOr<TrainingRunOutput> RunTraining(train::TrainingEngine& engine,
                                               const data::Dataset& test_set,
                                               const TrainingRunIo& io) {
   QLAB_RETURN_IF_ERROR(ValidateRecipe(recipe));
+  if (recipe.distill > 0.0f && !io.teacher) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distill = ", recipe.distill,
+        ": distillation needs a teacher model (//experiments:qat uses the pretrained FP32 model; "
+        "//experiments:train has none)"));
+  }
   const Clock::time_point run_start = Clock::now();
   const int64_t per_epoch = ImagesPerEpoch(recipe, train_set);
   const int64_t steps_per_epoch = per_epoch / recipe.batch_size;  // the last partial batch drops
@@ -216,8 +224,15 @@ absl::StatusOr<TrainingRunOutput> RunTraining(train::TrainingEngine& engine,
       }
       const double lr = train::LearningRate(schedule, step);
       sgd.set_lr(static_cast<float>(lr));
-      QLAB_ASSIGN_OR_RETURN(const train::StepStats stats,
-                            engine.ForwardBackward(batch->images, batch->labels));
+      train::StepStats stats;
+      if (recipe.distill > 0.0f) {
+        QLAB_ASSIGN_OR_RETURN(const Tensor teacher_logits, io.teacher(batch->images));
+        QLAB_ASSIGN_OR_RETURN(stats, engine.ForwardBackwardDistilled(
+                                         batch->images, batch->labels, teacher_logits,
+                                         recipe.distill));
+      } else {
+        QLAB_ASSIGN_OR_RETURN(stats, engine.ForwardBackward(batch->images, batch->labels));
+      }
       sgd.Step(engine.pool());
       ++step;
       loss_sum += stats.loss * stats.count;

@@ -41,6 +41,10 @@ struct TrainRecipe {
   std::string schedule = "cosine";
   double warmup_epochs = 0.0;
   float label_smoothing = 0.0f;
+  // Knowledge distillation (QAT): the weight of the teacher's soft targets in the loss, in
+  // [0, 1] (train/ops/cross_entropy.h DistillationCrossEntropy); 0: labels only. The teacher is
+  // the run's FP32 model (TrainingRunIo::teacher).
+  float distill = 0.0f;
   uint64_t seed = 0;
   // Test images evaluated after each epoch (the first N of the test set; 0: all of it).
   int64_t eval_images = 0;
@@ -75,6 +79,8 @@ struct TrainingRunIo {
   bool show_progress = true;
   // Save a checkpoint after every epoch (else only after the last).
   bool checkpoint_every_epoch = true;
+  // The teacher for recipe.distill > 0: logits [N, classes] of a batch of images.
+  std::function<absl::StatusOr<Tensor>(const Tensor& images)> teacher;
 };
 
 // Trains `engine` on `train_set` (CIFAR-10 training images) per `recipe`, evaluating on

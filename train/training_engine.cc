@@ -974,6 +974,24 @@ pthreadpool_t TrainingEngine::pool() const { return impl_->pool; }
 
 absl::StatusOr<StepStats> TrainingEngine::ForwardBackward(const Tensor& images,
                                                           absl::Span<const int> labels) {
+  return ForwardBackwardImpl(images, labels, nullptr, 0.0f);
+}
+
+absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardDistilled(const Tensor& images,
+                                                                   absl::Span<const int> labels,
+                                                                   const Tensor& teacher_logits,
+                                                                   float teacher_weight) {
+  if (!(teacher_weight >= 0.0f && teacher_weight <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training: distillation weight ", teacher_weight, " is outside [0, 1]"));
+  }
+  return ForwardBackwardImpl(images, labels, &teacher_logits, teacher_weight);
+}
+
+absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardImpl(const Tensor& images,
+                                                              absl::Span<const int> labels,
+                                                              const Tensor* teacher_logits,
+                                                              float teacher_weight) {
   Impl& impl = *impl_;
   QLAB_RETURN_IF_ERROR(impl.LoadInput(images));
   const Activation& logits = impl.acts[impl.output];
@@ -991,13 +1009,21 @@ absl::StatusOr<StepStats> TrainingEngine::ForwardBackward(const Tensor& images,
     return absl::FailedPreconditionError(
         "training: LSQ scales are not initialized: Calibrate, then InitializeLearnedScales");
   }
+  if (teacher_logits != nullptr &&
+      (teacher_logits->dtype() != DType::kFloat32 ||
+       teacher_logits->shape() != Shape{logits.n, logits.c})) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training: teacher logits of shape ", ShapeString(teacher_logits->shape()),
+        " for a batch of ", logits.n, " x ", logits.c, " classes (float32 expected)"));
+  }
   QLAB_RETURN_IF_ERROR(impl.Forward(/*training=*/true, /*observe=*/true));
   StepStats stats;
   stats.count = logits.n;
   Activation& out = impl.acts[impl.output];
-  stats.loss =
-      SoftmaxCrossEntropy(out.n, out.c, out.value.data<float>(), labels.data(),
-                          impl.options.label_smoothing, out.grad.data<float>(), &stats.correct);
+  stats.loss = DistillationCrossEntropy(
+      out.n, out.c, out.value.data<float>(), labels.data(), impl.options.label_smoothing,
+      teacher_logits != nullptr ? teacher_logits->data<float>() : nullptr, teacher_weight,
+      out.grad.data<float>(), &stats.correct);
   if (!std::isfinite(stats.loss)) {
     return absl::InvalidArgumentError(absl::StrCat("training: the loss is not finite (", stats.loss,
                                                    "): the learning rate is probably too high"));

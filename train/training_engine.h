@@ -110,6 +110,15 @@ class TrainingEngine {
   // InvalidArgument for a wrong shape, a label out of range or a non-finite loss.
   absl::StatusOr<StepStats> ForwardBackward(const Tensor& images, absl::Span<const int> labels);
 
+  // The same step with knowledge distillation: the loss is train/ops' DistillationCrossEntropy
+  // against `teacher_logits` (float32 [N, classes], e.g. the FP32 model's on the same images)
+  // with weight `teacher_weight` in [0, 1]. InvalidArgument for a teacher of the wrong shape or a
+  // weight outside [0, 1], as well as the cases above.
+  absl::StatusOr<StepStats> ForwardBackwardDistilled(const Tensor& images,
+                                                     absl::Span<const int> labels,
+                                                     const Tensor& teacher_logits,
+                                                     float teacher_weight);
+
   // Evaluation-mode forward (running statistics, observers not fed): logits [N, classes].
   absl::StatusOr<Tensor> Predict(const Tensor& images);
 
@@ -153,6 +162,9 @@ class TrainingEngine {
  private:
   struct Impl;
   TrainingEngine();
+  absl::StatusOr<StepStats> ForwardBackwardImpl(const Tensor& images, absl::Span<const int> labels,
+                                                const Tensor* teacher_logits,
+                                                float teacher_weight);
   std::unique_ptr<Impl> impl_;
   std::vector<TrainableParameter> trainable_;
 };

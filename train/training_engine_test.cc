@@ -252,6 +252,43 @@ TEST(TrainingEngineTest, RejectsBadInput) {
   EXPECT_FALSE(TrainingEngine::Create(model, bad).ok());
 }
 
+// Distillation: weight 0 is the label loss bit for bit; a teacher that agrees with the labels
+// changes the gradients; bad teachers and weights are named errors. (The loss and its gradient
+// are tested against finite differences in train/ops/cross_entropy_test.)
+TEST(TrainingEngineTest, DistillationStep) {
+  const Graph model = MakeModel("resnet20", 16, 4);
+  const Tensor images = RandomImages(3, 16, 9);
+  const std::vector<int> labels = {1, 2, 3};
+  auto plain = TrainingEngine::Create(model, {});
+  auto distilled = TrainingEngine::Create(model, {});
+  ASSERT_TRUE(plain.ok() && distilled.ok());
+  Tensor teacher = Tensor::Create(DType::kFloat32, {3, 10}).value();
+  for (int64_t i = 0; i < teacher.numel(); ++i) {
+    teacher.data<float>()[i] = (i % 10 == labels[static_cast<size_t>(i / 10)]) ? 4.0f : 0.0f;
+  }
+  auto a = (*plain)->ForwardBackward(images, labels);
+  auto b = (*distilled)->ForwardBackwardDistilled(images, labels, teacher, 0.0f);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  EXPECT_EQ(a->loss, b->loss);
+  EXPECT_EQ(Gradients(**plain), Gradients(**distilled));
+  // A fresh engine (same start: the first step changed running statistics) with weight 0.5.
+  auto half = TrainingEngine::Create(model, {});
+  ASSERT_TRUE(half.ok());
+  auto c = (*half)->ForwardBackwardDistilled(images, labels, teacher, 0.5f);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(c->loss, a->loss);
+  EXPECT_NE(Gradients(**half), Gradients(**plain));
+  EXPECT_EQ(c->correct, a->correct);  // top-1 counts the labels either way
+
+  const absl::Status shape =
+      (*half)->ForwardBackwardDistilled(images, labels, RandomImages(3, 16, 1), 0.5f).status();
+  EXPECT_TRUE(absl::StrContains(shape.message(), "teacher logits of shape [3,3,16,16]"))
+      << shape;
+  const absl::Status weight =
+      (*half)->ForwardBackwardDistilled(images, labels, teacher, 1.5f).status();
+  EXPECT_TRUE(absl::StrContains(weight.message(), "distillation weight 1.5")) << weight;
+}
+
 // QAT's conv-bn form with every fake-quantizer switched off is conv -> bn rewritten
 // (w * s, conv, / s): its gradients must equal plain training up to that rounding.
 TEST(TrainingEngineQatTest, ConvBnFormWithoutQuantizationMatchesPlainTraining) {

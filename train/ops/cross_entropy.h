@@ -21,6 +21,17 @@ namespace qlab::train {
 double SoftmaxCrossEntropy(size_t batch, size_t classes, const float* logits, const int* labels,
                            float label_smoothing, float* dlogits, int64_t* correct);
 
+// Knowledge distillation (Hinton et al., 2015, at temperature 1): the same mean cross-entropy
+// against the mixed target
+//   (1 - teacher_weight) * [(1 - eps) * onehot + eps / classes] + teacher_weight * p_teacher,
+// p_teacher = softmax(teacher_logits[b]) (computed in double), so dlogits = (softmax - target) /
+// batch as above; teacher_weight in [0, 1] (0 is SoftmaxCrossEntropy exactly). This is
+// PyTorch's cross_entropy with class-probability targets. `correct` still counts the labels.
+double DistillationCrossEntropy(size_t batch, size_t classes, const float* logits,
+                                const int* labels, float label_smoothing,
+                                const float* teacher_logits, float teacher_weight,
+                                float* dlogits, int64_t* correct);
+
 }  // namespace qlab::train
 
 #endif  // QLAB_TRAIN_OPS_CROSS_ENTROPY_H_

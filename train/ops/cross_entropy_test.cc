@@ -74,6 +74,63 @@ TEST(CrossEntropyRefTest, BackwardMatchesFiniteDifferences) {
   }
 }
 
+// Distillation written independently in double: the loss as a mix of the label loss (the
+// reference above) and the teacher term -sum_k p_teacher,k log softmax_k, whose central
+// differences the kernel's float dlogits must match (the target mix makes the gradient
+// softmax - target, which this checks without assuming it).
+TEST(CrossEntropyTest, DistillationMatchesFiniteDifferencesOfTheMixedLoss) {
+  std::mt19937 rng(kSeed + 7);
+  for (const Shape s : {Shape{1, 3}, Shape{6, 10}}) {
+    for (double weight : {0.0, 0.5, 1.0}) {
+      SCOPED_TRACE(absl::StrCat(s.batch, "x", s.classes, " w=", weight));
+      const std::vector<float> logits_f = testing::UniformFloats(s.batch * s.classes, -3, 3, rng);
+      const std::vector<float> teacher_f = testing::UniformFloats(s.batch * s.classes, -4, 4, rng);
+      const std::vector<int> labels = RandomLabels(s.batch, s.classes, rng);
+      const double smoothing = 0.1f;  // the float the kernel receives, exactly
+      std::vector<double> logits = testing::ToDouble(logits_f);
+      auto teacher_term = [&] {
+        double total = 0.0;
+        for (size_t b = 0; b < s.batch; ++b) {
+          double zs = 0.0, zt = 0.0;
+          for (size_t k = 0; k < s.classes; ++k) {
+            zs += std::exp(logits[b * s.classes + k]);
+            zt += std::exp(static_cast<double>(teacher_f[b * s.classes + k]));
+          }
+          for (size_t k = 0; k < s.classes; ++k) {
+            const double p = std::exp(static_cast<double>(teacher_f[b * s.classes + k])) / zt;
+            total -= p * (logits[b * s.classes + k] - std::log(zs));
+          }
+        }
+        return total / static_cast<double>(s.batch);
+      };
+      const auto loss = [&] {
+        return (1 - weight) * SoftmaxCrossEntropyForwardRef(s.batch, s.classes, logits.data(),
+                                                            labels.data(), smoothing) +
+               weight * teacher_term();
+      };
+      const double want_loss = loss();
+      const std::vector<double> want = testing::CentralDifferences(logits, loss, 1e-5);
+      std::vector<float> dlogits(logits.size());
+      int64_t correct = -1;
+      const double got_loss = DistillationCrossEntropy(
+          s.batch, s.classes, logits_f.data(), labels.data(), static_cast<float>(smoothing),
+          teacher_f.data(), static_cast<float>(weight), dlogits.data(), &correct);
+      // The kernel computes in double (1e-15) and rounds dlogits (|.| <= 2 / batch) to float
+      // once; the central differences add <= 1e-8 as in the reference test above.
+      EXPECT_NEAR(got_loss, want_loss, 1e-12);
+      ExpectWithin("dlogits", dlogits, want, std::vector<double>(logits.size(), 1e-8 + 2e-7));
+      EXPECT_EQ(correct, CountCorrectRef(s.batch, s.classes, logits_f.data(), labels.data()));
+      if (weight == 0.0) {  // weight 0 is the label loss exactly
+        std::vector<float> plain(logits.size());
+        EXPECT_EQ(got_loss, SoftmaxCrossEntropy(s.batch, s.classes, logits_f.data(), labels.data(),
+                                                static_cast<float>(smoothing), plain.data(),
+                                                nullptr));
+        EXPECT_TRUE(testing::BitIdentical(plain, dlogits));
+      }
+    }
+  }
+}
+
 TEST(CrossEntropyTest, MatchesReference) {
   std::mt19937 rng(kSeed + 1);
   for (const Shape s : {Shape{1, 3}, Shape{7, 10}, Shape{128, 10}, Shape{3, 100}}) {
