@@ -44,27 +44,30 @@ void MaxPoolRow(const kernels::Fp32PoolGeometry& g, const float* x, size_t row, 
     const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
     float* out = y + (row * g.out_w + ow) * c;
     int32_t* out_index = argmax + (row * g.out_w + ow) * c;
-    // One channel at a time, its window walked in (kh, kw) order with the running maximum in
-    // registers. PyTorch starts from -inf at the first real pixel of the window (so an all -inf
-    // window points there) and moves on a strictly greater value or a NaN.
+    // Every channel's window walked in (kh, kw) order, the channels innermost (contiguous NHWC
+    // pixels; a channel at a time read each window with a stride of c floats, 4 % of a QAT
+    // step's samples). PyTorch starts from -inf at the first real pixel of the window (so an
+    // all -inf window points there) and moves on a strictly greater value or a NaN; per channel
+    // the comparisons are the same, in the same order, whatever the loop nesting.
     const size_t image = b * g.in_h * g.in_w;
     const size_t first =
         (image + static_cast<size_t>(wh.begin) * g.in_w + static_cast<size_t>(ww.begin)) * c;
     for (size_t ch = 0; ch < c; ++ch) {
-      float best = -std::numeric_limits<float>::infinity();
-      int32_t where = static_cast<int32_t>(first + ch);
-      for (int64_t h = wh.begin; h < wh.end; ++h) {
-        for (int64_t w = ww.begin; w < ww.end; ++w) {
-          const size_t i =
-              (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c + ch;
-          const float v = x[i];
-          const bool take = (v > best) | std::isnan(v);  // no short-circuit branch
-          best = internal::SelectBits(take, v, best);
-          where = internal::SelectBits(take, static_cast<int32_t>(i), where);
+      out[ch] = -std::numeric_limits<float>::infinity();
+      out_index[ch] = static_cast<int32_t>(first + ch);
+    }
+    for (int64_t h = wh.begin; h < wh.end; ++h) {
+      for (int64_t w = ww.begin; w < ww.end; ++w) {
+        const size_t pixel = (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c;
+        const float* px = x + pixel;
+        for (size_t ch = 0; ch < c; ++ch) {
+          const float v = px[ch];
+          const bool take = (v > out[ch]) | std::isnan(v);  // no short-circuit branch
+          out[ch] = internal::SelectBits(take, v, out[ch]);
+          out_index[ch] =
+              internal::SelectBits(take, static_cast<int32_t>(pixel + ch), out_index[ch]);
         }
       }
-      out[ch] = best;
-      out_index[ch] = where;
     }
   }
 }
