@@ -1,5 +1,5 @@
 // Implementation of train/ops/conv_bn_grad.h: plain loops over rows or output channels, split
-// into fixed blocks for the pool (the compiler vectorizes the channel-innermost loops).
+// into fixed blocks for the pool; each pass touches every element once.
 #include "train/ops/conv_bn_grad.h"
 
 #include <algorithm>
