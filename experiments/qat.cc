@@ -302,11 +302,8 @@ nlohmann::json TrainConfig::ToJson() const {
 absl::StatusOr<nlohmann::json> RunTrain(const TrainConfig& config) {
   const Clock::time_point run_start = Clock::now();
   QLAB_RETURN_IF_ERROR(ValidateRecipe(config.recipe));
-  if (config.recipe.distill > 0.0f) {  // checked before the run folder is created
-    return absl::InvalidArgumentError(
-        absl::StrCat("distill = ", config.recipe.distill,
-                     ": FP32 training has no teacher model (distillation is a QAT option)"));
-  }
+  // Here, before the run folder is created: RunTraining's own check comes after it exists.
+  QLAB_RETURN_IF_ERROR(ValidateTeacher(config.recipe, /*has_teacher=*/false));
   QLAB_ASSIGN_OR_RETURN(const ResNetSpec spec, CifarModel(config.model));
   QLAB_ASSIGN_OR_RETURN(CifarData d, OpenCifar(config.data_root, config.cache_dir));
   ResNetOptions options;

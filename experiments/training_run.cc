@@ -109,6 +109,16 @@ absl::Status ValidateRecipe(const TrainRecipe& r) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateTeacher(const TrainRecipe& recipe, bool has_teacher) {
+  if (recipe.distill > 0.0f && !has_teacher) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distill = ", recipe.distill,
+        ": distillation needs a teacher model (//experiments:qat uses the pretrained FP32 model; "
+        "//experiments:train has none)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<double> EngineTestAccuracy(train::TrainingEngine& engine,
                                           const data::Dataset& test_set, int64_t images,
                                           bool show_progress, const std::string& label) {
@@ -133,12 +143,7 @@ absl::StatusOr<TrainingRunOutput> RunTraining(train::TrainingEngine& engine,
                                               const data::Dataset& test_set,
                                               const TrainingRunIo& io) {
   QLAB_RETURN_IF_ERROR(ValidateRecipe(recipe));
-  if (recipe.distill > 0.0f && !io.teacher) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "distill = ", recipe.distill,
-        ": distillation needs a teacher model (//experiments:qat uses the pretrained FP32 model; "
-        "//experiments:train has none)"));
-  }
+  QLAB_RETURN_IF_ERROR(ValidateTeacher(recipe, static_cast<bool>(io.teacher)));
   const Clock::time_point run_start = Clock::now();
   const int64_t per_epoch = ImagesPerEpoch(recipe, train_set);
   const int64_t steps_per_epoch = per_epoch / recipe.batch_size;  // the last partial batch drops

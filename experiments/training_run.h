@@ -60,6 +60,10 @@ struct TrainRecipe {
 // InvalidArgument naming the field for a recipe that cannot run.
 absl::Status ValidateRecipe(const TrainRecipe& recipe);
 
+// InvalidArgument when the recipe distills (distill > 0) and the run has no teacher model
+// (only //experiments:qat has one: the pretrained FP32 model).
+absl::Status ValidateTeacher(const TrainRecipe& recipe, bool has_teacher);
+
 struct TrainingRunOutput {
   nlohmann::json curve;          // one object per epoch: loss, train/test accuracy, lr, seconds
   double final_test_top1 = 0.0;  // fraction
