@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, weights, "",
           "pretrained weights (safetensors or .pth); empty: the shared checkpoint of resnet20..56");
 ABSL_FLAG(std::string, cache_dir, "", "where the training archive is unpacked once");
 ABSL_FLAG(std::string, quantizer, "x86", "xnnpack, x86 or tensorrt");
+ABSL_FLAG(std::string, activation_scheme, "",
+          "affine or symmetric (per-tensor activations on the backend's dtype and range); "
+          "default: the quantizer's");
 ABSL_FLAG(
     std::string, calibrator, "",
     "activation observer (registry spec); empty: moving_average, or the backend's with --lsq");
@@ -51,6 +54,7 @@ absl::Status Main() {
   q.data_root = absl::GetFlag(FLAGS_data_root);
   q.cache_dir = absl::GetFlag(FLAGS_cache_dir);
   q.quantizer = absl::GetFlag(FLAGS_quantizer);
+  q.activation_scheme = absl::GetFlag(FLAGS_activation_scheme);
   q.calibrator = absl::GetFlag(FLAGS_calibrator);
   q.weight_granularity = absl::GetFlag(FLAGS_weight_granularity);
   q.weight_bits = absl::GetFlag(FLAGS_weight_bits);
