@@ -42,6 +42,9 @@ struct QatConfig {
   bool lsq_mean_abs_init = false;
   // Below 8 bits: keep the first convolution and the classifier at 8 bits ("8bit" overrides).
   bool first_last_8bit = true;
+  // The forward of fake-quantized convolutions on the int8 kernels (train/training_engine.h
+  // QatOptions::int8_forward); false: the fp32 GEMM (the numerics of runs before 2026-11-24).
+  bool int8_forward = true;
   // Where log.csv, checkpoints and record.json go (created; must not exist yet).
   std::string run_dir;
   std::string resume_from;  // a checkpoint of an interrupted run with the same config

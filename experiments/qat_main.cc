@@ -37,6 +37,9 @@ ABSL_FLAG(bool, lsq, false, "learned step size (LSQ) scales instead of observer 
 ABSL_FLAG(bool, lsq_mean_abs_init, false,
           "with --lsq: initialize scales as 2 mean|x| / sqrt(Q_P) (LSQ's rule), not from the "
           "calibrator");
+ABSL_FLAG(bool, int8_forward, true,
+          "the forward of fake-quantized convolutions on the int8 VNNI kernels (exact integer "
+          "sums); false: the fp32 GEMM");
 ABSL_FLAG(int64_t, calib_images, 512, "calibration images (seeded subset of the training set)");
 ABSL_FLAG(uint64_t, calib_seed, 0, "seed of the calibration subset");
 ABSL_FLAG(int64_t, eval_images, 0, "final evaluation on the first N test images (0: all)");
@@ -68,6 +71,7 @@ absl::Status Main() {
   c.lsq = absl::GetFlag(FLAGS_lsq);
   c.lsq_mean_abs_init = absl::GetFlag(FLAGS_lsq_mean_abs_init);
   c.first_last_8bit = absl::GetFlag(FLAGS_first_last_8bit);
+  c.int8_forward = absl::GetFlag(FLAGS_int8_forward);
   QLAB_ASSIGN_OR_RETURN(const RunFolder folder, RunFolderFromFlags("results/qat/run-"));
   c.run_dir = folder.run_dir;
   c.resume_from = folder.resume_from;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -16,8 +17,11 @@
 #include "engine/pool_geometry.h"
 #include "kernels/fp32/fp32_eltwise.h"
 #include "kernels/fp32/fp32_pool.h"
+#include "kernels/qconv/fake_quant_weights.h"
+#include "kernels/qconv/qconv.h"
 #include "kernels/quantize/quantize.h"
 #include "kernels/threadpool/pool_flags.h"
+#include "kernels/threadpool/threadpool.h"
 #include "train/gemm_layers/gemm_layers.h"
 #include "train/ops/batch_norm_grad.h"
 #include "train/ops/conv_bn_grad.h"
@@ -72,6 +76,22 @@ struct FakeQuant {
   int lsq_scale = -1;       // LSQ: Param index of the scale (per tensor or per channel)
   int lsq_zero_point = -1;  // LSQ affine schemes: Param index of the (float) zero point
   std::vector<uint8_t> mask;
+  // The parameters the last forward fake-quantized with (applied_scales empty: it passed the
+  // values through): the int8 forward recovers the integer codes with exactly these.
+  std::vector<float> applied_scales;
+  std::vector<int32_t> applied_zero_points;
+  int32_t applied_min = 0, applied_max = 0;
+};
+
+// QAT's int8 forward of one convolution (QatOptions::int8_forward): the operator, created at the
+// first forward that can use it and again when the batch size changes (its geometry includes
+// the batch); the buffer the next step's weights are packed into (swapped with the operator's
+// by Update, so no step allocates); the output stage (multipliers sx * sw[o], the bias).
+struct Int8Conv {
+  int input_fq_step = -1;  // the activation fake-quantize step whose output the conv reads
+  std::optional<kernels::QConvU8S8_NHWC> op;
+  kernels::PackedWeights next_weights;
+  kernels::QConvOutput output;
 };
 
 struct Step {
@@ -103,6 +123,12 @@ struct Step {
   size_t pad_before = 0, pad_after = 0;
   // Activation fake quantization.
   std::optional<FakeQuant> fq;
+  // Its integer codes (uint8, NHWC), computed by the first int8 convolution reading them in
+  // forward number codes_forward.
+  std::vector<uint8_t> codes;
+  int64_t codes_forward = -1;
+  // Conv: set when the int8 forward may run it (the input is an activation fake quantizer's).
+  std::unique_ptr<Int8Conv> int8;
 };
 
 }  // namespace
@@ -113,6 +139,12 @@ struct TrainingEngine::Impl {
   QatOptions qat;
   TrainingEngineOptions options;
   pthreadpool_t pool = nullptr;
+  // The same threads for the kernels taking a kernels::ThreadPool (the int8 convolution); null
+  // with one thread.
+  std::unique_ptr<kernels::ThreadPool> kernel_pool;
+  int64_t forward_count = 0;
+  int int8_convs_last_forward = 0;
+  double int8_check_max = 0.0;  // QatOptions::check_int8_forward
 
   std::vector<Param> params;
   absl::flat_hash_map<NodeId, int> param_of_node;
@@ -130,6 +162,7 @@ struct TrainingEngine::Impl {
   absl::flat_hash_map<int, std::pair<double, int64_t>> abs_sums;
 
   ~Impl() {
+    kernel_pool.reset();
     if (pool != nullptr) {
       kernels::SetYieldingPool(pool, false);
       pthreadpool_destroy(pool);
@@ -142,6 +175,9 @@ struct TrainingEngine::Impl {
     if (threads <= 1) return;
     pool = pthreadpool_create(threads);
     kernels::SetYieldingPool(pool, true);
+    if (pool != nullptr) {
+      kernel_pool = std::make_unique<kernels::ThreadPool>(pool, kernels::ThreadPool::Borrowed{});
+    }
   }
 
   // --- Construction ----------------------------------------------------------------------------
@@ -271,6 +307,17 @@ struct TrainingEngine::Impl {
           g.out_h = out.h;
           g.out_w = out.w;
           step.conv.out_channels = out.c;
+          // The int8 forward needs codes of the input, i.e. an activation fake quantizer's
+          // output, and a geometry qconv has (no dilation; padding smaller than the kernel).
+          if (prepared != nullptr && qat.int8_forward && step.weight_fq.has_value() &&
+              g.dilation_h == 1 && g.dilation_w == 1 && g.pad_h < g.kernel_h &&
+              g.pad_w < g.kernel_w) {
+            auto producer = step_of.find(x);
+            if (producer != step_of.end() && steps[producer->second].fq.has_value()) {
+              step.int8 = std::make_unique<Int8Conv>();
+              step.int8->input_fq_step = producer->second;
+            }
+          }
           break;
         }
         case OpKind::kLinear:
@@ -468,6 +515,7 @@ struct TrainingEngine::Impl {
       }
     }
     fq.mask.resize(n);
+    fq.applied_scales.clear();
     if (!slot.fake_quantize) {
       if (y != x) std::memcpy(y, x, n * sizeof(float));
       std::fill(fq.mask.begin(), fq.mask.end(), uint8_t{1});
@@ -475,6 +523,10 @@ struct TrainingEngine::Impl {
     }
     if (fq.lsq_scale >= 0) return LsqForwardStep(fq, x, n, y);
     QLAB_ASSIGN_OR_RETURN(const QuantParams q, CurrentQParams(fq));
+    fq.applied_scales.assign(q.scales.begin(), q.scales.end());
+    fq.applied_zero_points.assign(q.zero_points.begin(), q.zero_points.end());
+    fq.applied_min = q.quant_min;
+    fq.applied_max = q.quant_max;
     if (q.scales.size() == 1) {
       ParallelFakeQuantize(x, n, {q.scales[0], q.zero_points[0], q.quant_min, q.quant_max}, y,
                            fq.mask.data(), pool);
@@ -521,9 +573,108 @@ struct TrainingEngine::Impl {
                             step.effective_weight.data<float>());
   }
 
+  // The int8 forward of a convolution step (QatOptions::int8_forward): y = conv(x, w) (+ bias)
+  // from the integer codes of this step's fake-quantized input x (per tensor, scale sx, zero
+  // point zx, a range at most 256 codes wide) and effective weight (symmetric, scales sw, codes in
+  // [-128, 127]): float(sum (qx - zx) * qw) * (sx * sw[o]) (+ bias[o]). False (nothing written)
+  // when this step's quantization does not allow it: the caller runs the fp32 convolution.
+  absl::StatusOr<bool> Int8ConvForward(Step& step, const Activation& in, const float* bias,
+                                       float* y) {
+    if (step.int8 == nullptr) return false;
+    Int8Conv& int8 = *step.int8;
+    Step& input_step = steps[int8.input_fq_step];
+    const FakeQuant& xq = *input_step.fq;
+    const FakeQuant& wq = *step.weight_fq;
+    // The kernel reads unsigned bytes: codes of any per-tensor range at most 256 wide are
+    // shifted by -quant_min into [0, 255], and the zero point with them, which leaves every
+    // (qx - zx) and so the sum unchanged (signed activations: TensorRT-style, symmetric).
+    const int64_t x_shift = xq.applied_min;
+    if (xq.applied_scales.size() != 1 || int64_t{xq.applied_max} - x_shift > 255 ||
+        wq.applied_scales.empty() || wq.applied_min < -128 || wq.applied_max > 127) {
+      return false;
+    }
+    for (const int32_t zp : wq.applied_zero_points) {
+      if (zp != 0) return false;
+    }
+    const float sx = xq.applied_scales[0];
+    const int64_t shifted_zx = int64_t{xq.applied_zero_points[0]} - x_shift;
+    if (shifted_zx < 0 || shifted_zx > 255) return false;
+    const int32_t zx = static_cast<int32_t>(shifted_zx);
+    const size_t out_c = step.conv.out_channels;
+    const bool per_channel = wq.applied_scales.size() > 1;
+    if (per_channel && wq.applied_scales.size() != out_c) return false;
+    kernels::QConvOutput& output = int8.output;
+    output.type = kernels::QOutputType::kF32;
+    output.multipliers.resize(out_c);
+    for (size_t o = 0; o < out_c; ++o) {
+      const float m = sx * wq.applied_scales[per_channel ? o : 0];
+      // Underflow (scales near LSQ's minimum) or overflow: the stage needs finite, positive.
+      if (!(m > 0.0f && std::isfinite(m))) return false;
+      output.multipliers[o] = m;
+    }
+    if (bias != nullptr) {
+      output.float_bias.assign(bias, bias + out_c);
+    } else {
+      output.float_bias.clear();
+    }
+    const kernels::Fp32ConvGeometry& g = step.conv.geometry;
+    if (!int8.op.has_value() || int8.op->shape().batch != g.batch) {
+      kernels::QConvShape shape;
+      shape.batch = g.batch;
+      shape.input_height = g.in_h;
+      shape.input_width = g.in_w;
+      shape.input_channels = g.in_channels;
+      shape.output_channels = out_c;
+      shape.kernel_height = g.kernel_h;
+      shape.kernel_width = g.kernel_w;
+      shape.stride_height = g.stride_h;
+      shape.stride_width = g.stride_w;
+      shape.padding_top = shape.padding_bottom = g.pad_h;
+      shape.padding_left = shape.padding_right = g.pad_w;
+      // Zero weights for now: every forward packs and swaps in its own (Update).
+      const std::vector<int8_t> zeros(out_c * g.kernel_h * g.kernel_w * g.in_channels, 0);
+      absl::StatusOr<kernels::QConvU8S8_NHWC> op =
+          kernels::QConvU8S8_NHWC::Create(shape, zx, zeros.data(), nullptr, output);
+      if (!op.ok() || shape.output_height() != g.out_h || shape.output_width() != g.out_w) {
+        step.int8.reset();  // a geometry qconv does not take (K > 65536): fp32 from now on
+        return false;
+      }
+      int8.op.emplace(*std::move(op));
+    }
+    // The input's codes, once per forward however many convolutions read them:
+    // x = float(qx - zx) * sx, so x * (1 / sx) is within float rounding of qx - zx and
+    // kernels::Quantize (nearbyint, + zx, clamp) returns the shifted qx exactly.
+    const size_t n = in.size();
+    if (input_step.codes_forward != forward_count) {
+      input_step.codes.resize(n);
+      const float* x = in.value.data<float>();
+      uint8_t* codes = input_step.codes.data();
+      const kernels::AffineParams params{sx, zx, 0, static_cast<int32_t>(xq.applied_max - x_shift)};
+      constexpr size_t kBlock = 1 << 16;
+      kernels::ParallelFor(kernel_pool.get(), (n + kBlock - 1) / kBlock, [&](size_t b) {
+        const size_t begin = b * kBlock;
+        kernels::Quantize(x + begin, std::min(kBlock, n - begin), params, codes + begin);
+      });
+      input_step.codes_forward = forward_count;
+    }
+    // The weight's codes, packed (the same recovery: w = float(qw) * sw[o]).
+    const Param& w = params[step.weight];
+    kernels::PackFakeQuantizedConvWeights(
+        step.effective_weight.data<float>(),
+        {out_c, static_cast<size_t>(w.shape[1]), g.kernel_h, g.kernel_w}, wq.applied_scales.data(),
+        per_channel, int8.op->packed_k(), int8.next_weights, kernel_pool.get());
+    QLAB_RETURN_IF_ERROR(int8.op->Update(zx, int8.next_weights, output));
+    int8.op->Run(input_step.codes.data(), y, kernel_pool.get());
+    ++int8_convs_last_forward;
+    return true;
+  }
+
   // training: batch-norm batch statistics (unless frozen) and saved state for backward;
   // observe: observers fed (unless frozen). Training always observes.
   absl::Status Forward(bool training, bool observe) {
+    ++forward_count;
+    int8_convs_last_forward = 0;
+    int8_check_max = 0.0;
     for (Step& step : steps) {
       Activation& out = acts[step.node];
       Activation& in = acts[step.inputs[0]];
@@ -534,15 +685,28 @@ struct TrainingEngine::Impl {
         case OpKind::kConv2d: {
           QLAB_RETURN_IF_ERROR(LayerWeight(step, observe));
           const float* w = step.effective_weight.data<float>();
-          if (step.fused_bn_step < 0) {
-            ConvForward(step.conv, x, w, step.bias >= 0 ? params[step.bias].v() : nullptr, y,
-                        gemm_scratch, pool);
-          } else {
-            // PyTorch's ConvBn: conv without bias, divided by the BN scale, plus the conv bias.
-            float* z = step.conv_out.data<float>();
-            ConvForward(step.conv, x, w, nullptr, z, gemm_scratch, pool);
-            ConvBnOutputForward(out.rows(), step.conv.out_channels, z, step.bn_scale.data(),
-                                step.bias >= 0 ? params[step.bias].v() : nullptr, y, pool);
+          const float* bias = step.bias >= 0 ? params[step.bias].v() : nullptr;
+          // PyTorch's ConvBn: conv without bias into z, divided by the BN scale, plus the conv
+          // bias.
+          const bool conv_bn = step.fused_bn_step >= 0;
+          float* z = conv_bn ? step.conv_out.data<float>() : y;
+          const float* conv_bias = conv_bn ? nullptr : bias;
+          QLAB_ASSIGN_OR_RETURN(const bool ran_int8, Int8ConvForward(step, in, conv_bias, z));
+          if (!ran_int8) ConvForward(step.conv, x, w, conv_bias, z, gemm_scratch, pool);
+          if (ran_int8 && qat.check_int8_forward) {
+            std::vector<float> reference(out.size());
+            ConvForward(step.conv, x, w, conv_bias, reference.data(), gemm_scratch, pool);
+            double difference = 0.0, largest = 0.0;
+            for (size_t i = 0; i < reference.size(); ++i) {
+              difference = std::max(difference, std::fabs(double{reference[i]} - z[i]));
+              largest = std::max(largest, std::fabs(double{reference[i]}));
+            }
+            int8_check_max =
+                std::max(int8_check_max, largest > 0.0 ? difference / largest : difference);
+          }
+          if (conv_bn) {
+            ConvBnOutputForward(out.rows(), step.conv.out_channels, z, step.bn_scale.data(), bias,
+                                y, pool);
           }
           break;
         }
@@ -894,6 +1058,13 @@ absl::Status TrainingEngine::Impl::LsqForwardStep(FakeQuant& fq, const float* x,
   for (size_t c = 0; c < scale.size(); ++c) scale.v()[c] = std::max(scale.v()[c], kMinLsqScale);
   const auto [qmin, qmax] = SlotRange(*prepared, fq.slot);
   LsqParams p{scale.v(), params[fq.lsq_zero_point].v(), qmin, qmax, 0.0f};
+  fq.applied_scales.assign(scale.v(), scale.v() + scale.size());
+  fq.applied_zero_points.resize(scale.size());
+  for (size_t c = 0; c < scale.size(); ++c) {
+    fq.applied_zero_points[c] = LsqForwardZeroPoint(params[fq.lsq_zero_point].v()[c], qmin, qmax);
+  }
+  fq.applied_min = qmin;
+  fq.applied_max = qmax;
   if (scale.size() == 1) {
     LsqPerTensorForward(x, n, p, y, pool);
   } else {
@@ -1009,12 +1180,11 @@ absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardImpl(const Tensor& imag
     return absl::FailedPreconditionError(
         "training: LSQ scales are not initialized: Calibrate, then InitializeLearnedScales");
   }
-  if (teacher_logits != nullptr &&
-      (teacher_logits->dtype() != DType::kFloat32 ||
-       teacher_logits->shape() != Shape{logits.n, logits.c})) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "training: teacher logits of shape ", ShapeString(teacher_logits->shape()),
-        " for a batch of ", logits.n, " x ", logits.c, " classes (float32 expected)"));
+  if (teacher_logits != nullptr && (teacher_logits->dtype() != DType::kFloat32 ||
+                                    teacher_logits->shape() != Shape{logits.n, logits.c})) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training: teacher logits of shape ", ShapeString(teacher_logits->shape()),
+                     " for a batch of ", logits.n, " x ", logits.c, " classes (float32 expected)"));
   }
   QLAB_RETURN_IF_ERROR(impl.Forward(/*training=*/true, /*observe=*/true));
   StepStats stats;
@@ -1061,6 +1231,12 @@ absl::Status TrainingEngine::InitializeLearnedScales() {
 void TrainingEngine::FreezeBatchNormStatistics() { impl_->bn_frozen = true; }
 
 bool TrainingEngine::batch_norm_frozen() const { return impl_->bn_frozen; }
+
+int TrainingEngine::int8_convolutions_last_forward() const {
+  return impl_->int8_convs_last_forward;
+}
+
+double TrainingEngine::int8_forward_check_last_forward() const { return impl_->int8_check_max; }
 
 void TrainingEngine::FreezeObservers() { impl_->observers_frozen = true; }
 

@@ -22,6 +22,15 @@
 // FreezeObservers). WriteBackQat() then puts the trained weights into the prepared model with
 // the batch norms folded, ready for Convert and the int8 engine (the same path as PTQ).
 //
+// QAT's int8 forward (QatOptions::int8_forward, on by default): a convolution whose input comes
+// straight from a per-tensor fake quantizer of at most 256 levels and whose weight is
+// fake-quantized symmetric to int8 computes conv(fq(x), fq(w)) on kernels/qconv's int8 VNNI
+// convolution: the integer codes are recovered from this step's fake-quantized values and
+// parameters, the weights re-packed on the pool every step (kernels/qconv/fake_quant_weights.h),
+// and the output is the same float tensor (sx * sw[o] * the exact int32 sum, + bias), so the
+// backward does not change. The results differ from the fp32 GEMM's only by its rounding of the sum
+// (and the flips of a later fake quantizer's rounding that this can cause at ties).
+//
 // Determinism: for a given graph, batch and seed the results do not depend on the thread count
 // (every kernel used reduces in a fixed order).
 //
@@ -65,6 +74,21 @@ struct QatOptions {
   // tensor for activations, from the Calibrate passes), zero point at the bottom of the range for
   // affine schemes (x = 0 maps to quant_min), 0 for symmetric ones. Q_P = quant_max - zero point.
   bool lsq_mean_abs_init = false;
+  // The forward of every convolution whose input is the output of a per-tensor fake quantizer of
+  // at most 256 levels (signed ranges shifted to unsigned codes, the zero point with them) and
+  // whose weight is fake-quantized symmetric to [-128, 127] (per channel or per tensor) runs on
+  // the int8 VNNI convolution (kernels/qconv) instead of the fp32 GEMM: conv(fq(x), fq(w)) = sx *
+  // sw[o] * sum (qx - zx) * qw exactly, an int32 sum and one float multiply, so the two paths
+  // differ only by the fp32 GEMM's rounding of its sum (which can flip a downstream fake
+  // quantizer's rounding at a tie). The integer codes are recovered from this step's fake-quantized
+  // values and parameters; the backward is the fp32 one either way. Other convolutions (dilated,
+  // grouped, the input not fake-quantized or not in those ranges, fake quantization switched off)
+  // keep the fp32 path.
+  bool int8_forward = true;
+  // Tests and debugging: every int8 convolution also runs the fp32 one on the same input and
+  // weights, and TrainingEngine::int8_forward_check_last_forward() reports the largest
+  // difference (slow: both paths run).
+  bool check_int8_forward = false;
 };
 
 // A trained tensor: a model parameter (state_dict name and PyTorch shape) or an LSQ scale
@@ -141,6 +165,12 @@ class TrainingEngine {
   void FreezeObservers();
   bool batch_norm_frozen() const;
 
+  // How many convolutions the last forward ran on the int8 kernels (QatOptions::int8_forward).
+  int int8_convolutions_last_forward() const;
+  // QatOptions::check_int8_forward: over the int8 convolutions of the last forward, the largest
+  // max |int8 output - fp32 output| / max |fp32 output| (0 when none ran).
+  double int8_forward_check_last_forward() const;
+
   // Every parameter and batch-norm running statistic by state_dict name (copies), and LSQ
   // scales by their names: a checkpoint's model part.
   std::map<std::string, Tensor> StateDict() const;
@@ -163,8 +193,7 @@ class TrainingEngine {
   struct Impl;
   TrainingEngine();
   absl::StatusOr<StepStats> ForwardBackwardImpl(const Tensor& images, absl::Span<const int> labels,
-                                                const Tensor* teacher_logits,
-                                                float teacher_weight);
+                                                const Tensor* teacher_logits, float teacher_weight);
   std::unique_ptr<Impl> impl_;
   std::vector<TrainableParameter> trainable_;
 };

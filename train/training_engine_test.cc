@@ -1,11 +1,12 @@
 // TrainingEngine against PyTorch 1.13 (one training step of the same ResNets on the same weights,
 // images and labels: loss, every parameter's gradient, batch-norm running statistics), thread-count
-// invariance, the QAT conv-bn path with quantization switched off against plain conv -> bn, and
-// error handling.
+// invariance, the QAT conv-bn path with quantization switched off against plain conv -> bn, QAT's
+// int8 forward against its fp32 forward, and error handling.
 #include "train/training_engine.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <random>
@@ -282,8 +283,7 @@ TEST(TrainingEngineTest, DistillationStep) {
 
   const absl::Status shape =
       (*half)->ForwardBackwardDistilled(images, labels, RandomImages(3, 16, 1), 0.5f).status();
-  EXPECT_TRUE(absl::StrContains(shape.message(), "teacher logits of shape [3,3,16,16]"))
-      << shape;
+  EXPECT_TRUE(absl::StrContains(shape.message(), "teacher logits of shape [3,3,16,16]")) << shape;
   const absl::Status weight =
       (*half)->ForwardBackwardDistilled(images, labels, teacher, 1.5f).status();
   EXPECT_TRUE(absl::StrContains(weight.message(), "distillation weight 1.5")) << weight;
@@ -475,6 +475,150 @@ TEST(TrainingEngineQatTest, LsqMeanAbsInitialization) {
     EXPECT_NEAR(scale->value[c], 2.0 * sum / in / std::sqrt(127.0), 1e-6 * scale->value[c]) << c;
   }
   EXPECT_TRUE((*engine)->ForwardBackward(RandomImages(8, 8, 52), RandomLabels(8, 10, 53)).ok());
+}
+
+int CountConvolutions(const Graph& graph) {
+  int convs = 0;
+  for (const NodeId id : graph.node_ids()) convs += graph.node(id).op == OpKind::kConv2d;
+  return convs;
+}
+
+// QatOptions::int8_forward: every convolution of the x86-prepared ResNets (8-bit unsigned
+// per-tensor activations, 8-bit symmetric per-channel weights; the 3-channel 7x7 stem included)
+// runs on the int8 kernels, each gives the fp32 convolution's output up to float rounding, and
+// the logits match the fp32 path's.
+//
+// Tolerances. conv(fq(x), fq(w)) is the same real number on both paths: the int8 path computes
+// the sum exactly (int32) and rounds twice (the product sx * sw[o], then float(acc) times it),
+// the fp32 GEMM rounds along its sum of up to K = 4608 terms. Per convolution, on the same input
+// (check_int8_forward), the outputs then differ by a few float roundings of the largest output:
+// measured <= 7e-7 of max |output| on these models, bounded here at 1e-5 (sqrt(K) roundings of
+// 2^-24 with room), where a wrong code, zero point, scale, bias or layout gives O(1).
+// The logits differ by more: each downstream fake quantizer turns a value that sits within that
+// rounding of a rounding tie into a whole quantization step (a flip; a few elements per layer),
+// and the flips add up over 20 layers. Measured: max |logit difference| = 1.4% (ResNet20) and
+// 3.1% (ResNet18) of max |logit|; bounded at 6%, far below what any real error gives.
+TEST(TrainingEngineQatTest, Int8ForwardMatchesFp32Forward) {
+  struct Case {
+    const char* model;
+    int64_t image_size;
+  };
+  for (const Case& c : {Case{"resnet20", 16}, Case{"resnet18", 32}}) {
+    SCOPED_TRACE(c.model);
+    const Graph model = MakeModel(c.model, c.image_size, 14);
+    auto quantizer = BackendQuantizer::Create(Backend::kX86, "moving_average");
+    ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+    (*quantizer)->set_qat(true);
+    auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    QatOptions fp32_options;
+    fp32_options.int8_forward = false;
+    auto fp32 = TrainingEngine::CreateQat(&*prepared, {}, fp32_options);
+    ASSERT_TRUE(fp32.ok()) << fp32.status();
+    QatOptions int8_options;
+    int8_options.check_int8_forward = true;
+    auto int8 = TrainingEngine::CreateQat(&*prepared, {}, int8_options);
+    ASSERT_TRUE(int8.ok()) << int8.status();
+    const Tensor images = RandomImages(4, c.image_size, 61);
+    // Both engines read the same slots: calibrate them once (fp32 path), then evaluate.
+    ASSERT_TRUE((*fp32)->Calibrate(images).ok());
+    auto a = (*fp32)->Predict(images);
+    auto b = (*int8)->Predict(images);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    EXPECT_EQ((*fp32)->int8_convolutions_last_forward(), 0);
+    EXPECT_EQ((*int8)->int8_convolutions_last_forward(), CountConvolutions(prepared->graph()));
+    const double error = RelativeMaxError(b->data<float>(), a->data<float>(), a->numel());
+    std::printf("%s: int8 vs fp32 forward, max |logit difference| / max |logit| = %.3g\n", c.model,
+                error);
+    EXPECT_LT((*int8)->int8_forward_check_last_forward(), 1e-5);
+    EXPECT_GT((*int8)->int8_forward_check_last_forward(), 0.0);  // exact sums vs float ones
+    EXPECT_LT(error, 0.06);
+
+    // A training step with the observers frozen (both see the same scales): the loss agrees to
+    // the same tolerance, and the int8 path gives identical results for 1 and 2 threads.
+    (*fp32)->FreezeObservers();
+    (*int8)->FreezeObservers();
+    const std::vector<int> labels = RandomLabels(4, 10, 62);
+    auto sa = (*fp32)->ForwardBackward(images, labels);
+    auto sb = (*int8)->ForwardBackward(images, labels);
+    ASSERT_TRUE(sa.ok()) << sa.status();
+    ASSERT_TRUE(sb.ok()) << sb.status();
+    EXPECT_NEAR(sb->loss, sa->loss, 0.06 * sa->loss);
+    EXPECT_EQ((*int8)->int8_convolutions_last_forward(), CountConvolutions(prepared->graph()));
+    EXPECT_LT((*int8)->int8_forward_check_last_forward(), 1e-5);
+    TrainingEngineOptions one_thread;
+    one_thread.threads = 1;
+    auto int8_single = TrainingEngine::CreateQat(&*prepared, one_thread, QatOptions{});
+    ASSERT_TRUE(int8_single.ok()) << int8_single.status();
+    (*int8_single)->FreezeObservers();
+    auto sc = (*int8_single)->ForwardBackward(images, labels);
+    ASSERT_TRUE(sc.ok()) << sc.status();
+    EXPECT_EQ(sc->loss, sb->loss);
+    EXPECT_EQ(Gradients(**int8_single), Gradients(**int8));
+  }
+}
+
+// The int8 forward also takes LSQ's learned parameters (codes recovered with the clamped learned
+// scale and the rounded learned zero point) and TensorRT's signed symmetric activations (codes
+// and zero point shifted into [0, 255]), and leaves to the fp32 path what it cannot take: fake
+// quantization switched off.
+TEST(TrainingEngineQatTest, Int8ForwardWithLsqAndFallbacks) {
+  const Graph model = MakeModel("resnet20", 8, 15);
+  const int convs = CountConvolutions(model);
+  const Tensor images = RandomImages(4, 8, 71);
+  const std::vector<int> labels = RandomLabels(4, 10, 72);
+  QatOptions checked;
+  checked.check_int8_forward = true;
+  {
+    auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
+    ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+    (*quantizer)->set_qat(true);
+    auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    QatOptions lsq = checked;
+    lsq.lsq = true;
+    auto engine = TrainingEngine::CreateQat(&*prepared, {}, lsq);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE((*engine)->Calibrate(images).ok());
+    ASSERT_TRUE((*engine)->InitializeLearnedScales().ok());
+    for (int step = 0; step < 3; ++step) {
+      auto stats = (*engine)->ForwardBackward(images, labels);
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      EXPECT_EQ((*engine)->int8_convolutions_last_forward(), convs);
+      EXPECT_LT((*engine)->int8_forward_check_last_forward(), 1e-5);
+      for (TrainableParameter& p : (*engine)->parameters()) {
+        for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
+      }
+    }
+  }
+  {
+    auto quantizer = BackendQuantizer::Create(Backend::kTensorRT);
+    ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+    (*quantizer)->set_qat(true);
+    auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    auto engine = TrainingEngine::CreateQat(&*prepared, {}, checked);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE((*engine)->ForwardBackward(images, labels).ok());
+    EXPECT_EQ((*engine)->int8_convolutions_last_forward(), convs);
+    EXPECT_LT((*engine)->int8_forward_check_last_forward(), 1e-5);
+    EXPECT_GT((*engine)->int8_forward_check_last_forward(), 0.0);
+  }
+  {
+    auto quantizer = BackendQuantizer::Create(Backend::kX86);
+    ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+    (*quantizer)->set_qat(true);
+    auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    for (size_t s = 0; s < prepared->slots().size(); ++s) {
+      prepared->mutable_slot(static_cast<int>(s)).fake_quantize = false;
+    }
+    auto engine = TrainingEngine::CreateQat(&*prepared, {}, checked);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_TRUE((*engine)->ForwardBackward(images, labels).ok());
+    EXPECT_EQ((*engine)->int8_convolutions_last_forward(), 0);
+  }
 }
 
 }  // namespace

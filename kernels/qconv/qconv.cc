@@ -200,6 +200,27 @@ absl::StatusOr<QConvU8S8_NHWC> QConvU8S8_NHWC::Create(const QConvShape& shape,
   return conv;
 }
 
+absl::Status QConvU8S8_NHWC::Update(int32_t input_zero_point, PackedWeights& weights,
+                                    const QConvOutput& output) {
+  if (input_zero_point < 0 || input_zero_point > 255) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QConv: input_zero_point ", input_zero_point, " outside [0, 255]"));
+  }
+  if (weights.k != packed_.k || weights.n != packed_.n || weights.k_groups != packed_.k_groups ||
+      weights.panels != packed_.panels || weights.data.size() != packed_.data.size() ||
+      weights.column_sums.size() != packed_.column_sums.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "QConv: Update with weights packed as K = ", weights.k, ", N = ", weights.n,
+        ", the operator's are K = ", packed_.k, ", N = ", packed_.n));
+  }
+  if (absl::Status s = ValidateOutput(output, shape_.output_channels); !s.ok()) return s;
+  std::swap(packed_, weights);
+  input_zero_point_ = input_zero_point;
+  output_ = output;
+  std::fill(zero_row_.begin(), zero_row_.end(), static_cast<uint8_t>(input_zero_point));
+  return absl::OkStatus();
+}
+
 void QConvU8S8_NHWC::Run(const uint8_t* input, void* output, ThreadPool* pool) const {
   const QConvShape& s = shape_;
   const size_t out_h = s.output_height(), out_w = s.output_width();

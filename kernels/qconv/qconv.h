@@ -4,8 +4,9 @@
 //
 // This is the operator layer (in XNNPACK's terms): QConvU8S8_NHWC::Create validates everything
 // once and packs the weights once (OHWI -> kernels/qgemm's panel layout with K = kh * kw * cin in
-// (ky, kx, ci) order); Run trusts its inputs and only computes. Run is an implicit GEMM over
-// M = batch * out_h * out_w output pixels:
+// (ky, kx, ci) order); Run trusts its inputs and only computes. (QAT, whose weights change every
+// step, swaps freshly packed weights in with Update instead of creating the operator again.)
+// Run is an implicit GEMM over M = batch * out_h * out_w output pixels:
 //   - each output pixel's row of A is the kh * kw input pixels under the kernel (a row of
 //     input-zero-point bytes where a tap falls into the padding, so padding contributes
 //     (zp - zp) * w = 0), handed to the indirect GEMM (qgemm.h QIGemmU8S8_OutputStage) as
@@ -109,7 +110,21 @@ class QConvU8S8_NHWC {
   // that concurrent Runs must use different outputs; the object itself is read-only.
   void Run(const uint8_t* input, void* output, ThreadPool* pool) const;
 
+  // Training (quantization-aware training's int8 forward: train/training_engine.cc) changes the
+  // weights, the input zero point and the output stage every step while the geometry stays put:
+  // Update swaps `weights` in for the operator's packed weights (the previous ones come back in
+  // `weights`, so the caller refills that buffer next time without allocating) and replaces the
+  // zero point and the stage, without re-validating the geometry or packing anything.
+  // `weights` must be packed as Create packs: K = packed_k() in (ky, kx, ci) order, N =
+  // output_channels (fake_quant_weights.h's PackFakeQuantizedConvWeights does that from float
+  // weights). InvalidArgument, leaving the operator unchanged, for a weights buffer of another
+  // shape or what Create rejects in input_zero_point and output.
+  absl::Status Update(int32_t input_zero_point, PackedWeights& weights, const QConvOutput& output);
+
   const QConvShape& shape() const { return shape_; }
+  // K as packed: kh * kw * cin, rounded up to whole 64-byte blocks for the gathered (im2col)
+  // convolutions of a GEMM running AMX (the stem; see Create).
+  size_t packed_k() const { return packed_.k; }
 
  private:
   QConvU8S8_NHWC() = default;

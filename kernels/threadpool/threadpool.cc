@@ -22,8 +22,10 @@ ThreadPool::ThreadPool(size_t threads) {
   if (threads > 1) pool_ = pthreadpool_create(threads);
 }
 
+ThreadPool::ThreadPool(pthreadpool* pool, Borrowed) : pool_(pool), owned_(false) {}
+
 ThreadPool::~ThreadPool() {
-  if (pool_ != nullptr) pthreadpool_destroy(pool_);
+  if (pool_ != nullptr && owned_) pthreadpool_destroy(pool_);
 }
 
 size_t ThreadPool::threads() const {

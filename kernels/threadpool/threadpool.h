@@ -20,6 +20,11 @@ class ThreadPool {
   // threads >= 1 (0 is treated as 1). If the worker threads cannot be created, the pool runs
   // everything on the caller (threads() then reports 1).
   explicit ThreadPool(size_t threads);
+  // Wraps `pool` (may be null: everything inline) without owning it, so that kernels taking a
+  // ThreadPool* run on a pthreadpool someone else created and configured (the training engine's,
+  // registered as yielding: pool_flags.h). `pool` must outlive this object.
+  struct Borrowed {};
+  ThreadPool(pthreadpool* pool, Borrowed);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -32,6 +37,7 @@ class ThreadPool {
 
  private:
   pthreadpool* pool_ = nullptr;  // null: run inline
+  bool owned_ = true;
 };
 
 // ParallelFor on `pool`, or inline on the caller when pool is null.

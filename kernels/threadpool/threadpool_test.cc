@@ -2,6 +2,8 @@
 // threads take part when there is enough work.
 #include "kernels/threadpool/threadpool.h"
 
+#include <pthreadpool.h>
+
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -48,6 +50,23 @@ TEST(ThreadPoolTest, TwoThreadsBothWork) {
     ids.insert(std::this_thread::get_id());
   });
   EXPECT_EQ(ids.size(), 2u);
+}
+
+// A borrowed pthreadpool runs the items and survives the wrapper (the owner destroys it).
+TEST(ThreadPoolTest, BorrowedPoolIsUsedNotDestroyed) {
+  pthreadpool_t raw = pthreadpool_create(2);
+  ASSERT_NE(raw, nullptr);
+  for (int round = 0; round < 2; ++round) {
+    ThreadPool borrowed(raw, ThreadPool::Borrowed{});
+    EXPECT_EQ(borrowed.threads(), 2u);
+    std::vector<std::atomic<int>> counts(100);
+    borrowed.ParallelFor(counts.size(), [&](size_t i) { counts[i].fetch_add(1); });
+    for (size_t i = 0; i < counts.size(); ++i) EXPECT_EQ(counts[i].load(), 1) << "item " << i;
+  }
+  EXPECT_EQ(pthreadpool_get_threads_count(raw), 2u);  // still alive after two wrappers
+  pthreadpool_destroy(raw);
+  ThreadPool inline_pool(nullptr, ThreadPool::Borrowed{});
+  EXPECT_EQ(inline_pool.threads(), 1u);
 }
 
 }  // namespace
