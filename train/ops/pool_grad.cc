@@ -6,11 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <vector>
 
+#include "train/ops/max_pool_forward.h"
 #include "train/ops/parallel_blocks.h"
-#include "train/ops/select_bits.h"
 
 namespace qlab::train {
 namespace {
@@ -34,53 +33,13 @@ size_t OutputImageSize(const kernels::Fp32PoolGeometry& g) {
   return g.out_h * g.out_w * g.channels;
 }
 
-// The forward pass of one output row (b, oh).
-void MaxPoolRow(const kernels::Fp32PoolGeometry& g, const float* x, size_t row, float* y,
-                int32_t* argmax) {
-  const size_t b = row / g.out_h, oh = row % g.out_h;
-  const size_t c = g.channels;
-  const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
-  for (size_t ow = 0; ow < g.out_w; ++ow) {
-    const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
-    float* out = y + (row * g.out_w + ow) * c;
-    int32_t* out_index = argmax + (row * g.out_w + ow) * c;
-    // Every channel's window walked in (kh, kw) order, the channels innermost (contiguous NHWC
-    // pixels; a channel at a time read each window with a stride of c floats, 4 % of a QAT
-    // step's samples). PyTorch starts from -inf at the first real pixel of the window (so an
-    // all -inf window points there) and moves on a strictly greater value or a NaN; per channel
-    // the comparisons are the same, in the same order, whatever the loop nesting.
-    const size_t image = b * g.in_h * g.in_w;
-    const size_t first =
-        (image + static_cast<size_t>(wh.begin) * g.in_w + static_cast<size_t>(ww.begin)) * c;
-    for (size_t ch = 0; ch < c; ++ch) {
-      out[ch] = -std::numeric_limits<float>::infinity();
-      out_index[ch] = static_cast<int32_t>(first + ch);
-    }
-    for (int64_t h = wh.begin; h < wh.end; ++h) {
-      for (int64_t w = ww.begin; w < ww.end; ++w) {
-        const size_t pixel = (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c;
-        const float* px = x + pixel;
-        for (size_t ch = 0; ch < c; ++ch) {
-          const float v = px[ch];
-          const bool take = (v > out[ch]) | std::isnan(v);  // no short-circuit branch
-          out[ch] = internal::SelectBits(take, v, out[ch]);
-          out_index[ch] =
-              internal::SelectBits(take, static_cast<int32_t>(pixel + ch), out_index[ch]);
-        }
-      }
-    }
-  }
-}
-
 }  // namespace
 
 void MaxPoolForward(const kernels::Fp32PoolGeometry& g, const float* x, float* y, int32_t* argmax,
                     pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
       g.batch * g.out_h, /*rows_per_block=*/1,
-      [&](size_t begin, size_t end) {
-        for (size_t row = begin; row < end; ++row) MaxPoolRow(g, x, row, y, argmax);
-      },
+      [&](size_t begin, size_t end) { internal::MaxPoolForwardRows(g, x, begin, end, y, argmax); },
       pool);
 }
 

@@ -12,13 +12,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "hwy/targets.h"
 #include "kernels/fp32/fp32_pool.h"
 #include "train/ops/ops_test_util.h"
 #include "train/ops/pool_grad_ref.h"
@@ -150,6 +154,85 @@ std::vector<double> Abs(const std::vector<float>& v) {
   std::vector<double> a(v.size());
   for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(v[i]);
   return a;
+}
+
+// pool_grad.h's max-pool rule written out per channel, NaNs included: scan the window's real
+// pixels in (kh, kw) order from -inf at the first one; a strictly greater value or a NaN takes
+// over.
+void MaxPoolForwardRule(const Fp32PoolGeometry& g, const std::vector<float>& x,
+                        std::vector<float>& y, std::vector<int32_t>& argmax) {
+  const auto range = [](size_t o, size_t stride, size_t pad, size_t kernel, size_t size) {
+    const int64_t start = static_cast<int64_t>(o * stride) - static_cast<int64_t>(pad);
+    return std::make_pair(
+        std::max<int64_t>(start, 0),
+        std::min(start + static_cast<int64_t>(kernel), static_cast<int64_t>(size)));
+  };
+  const size_t c = g.channels;
+  for (size_t b = 0; b < g.batch; ++b)
+    for (size_t oh = 0; oh < g.out_h; ++oh)
+      for (size_t ow = 0; ow < g.out_w; ++ow) {
+        const auto [h0, h1] = range(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+        const auto [w0, w1] = range(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+        for (size_t ch = 0; ch < c; ++ch) {
+          const size_t o = ((b * g.out_h + oh) * g.out_w + ow) * c + ch;
+          y[o] = -std::numeric_limits<float>::infinity();
+          argmax[o] = static_cast<int32_t>(((b * g.in_h + h0) * g.in_w + w0) * c + ch);
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) {
+              const size_t i = ((b * g.in_h + h) * g.in_w + w) * c + ch;
+              if (x[i] > y[o] || std::isnan(x[i])) {
+                y[o] = x[i];
+                argmax[o] = static_cast<int32_t>(i);
+              }
+            }
+        }
+      }
+}
+
+// The forward's Highway kernel (train/ops/max_pool_forward.h) keeps whole vectors of channels in
+// registers and takes the rest one by one: on every compiled target this CPU supports, channel
+// counts below, at and above a vector (ResNet's 64 too), with ties, NaNs and -inf, it must give
+// the rule's values and argmax exactly.
+TEST(PoolGradTest, MaxPoolForwardOnEveryTarget) {
+  const std::vector<Fp32PoolGeometry> geometries = {
+      Geometry(2, 9, 7, 64, 3, 2, 1, false, true),  // ResNet's stem pool, 64 channels
+      Geometry(1, 6, 5, 37, 3, 1, 1, false, true),  // odd channels: vectors + a tail
+      Geometry(3, 7, 8, 16, 3, 2, 1, true, true),   // exactly one AVX-512 vector, ceil mode
+      Geometry(1, 5, 6, 5, 2, 2, 0, true, true)};   // fewer channels than any vector
+  for (const int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    std::mt19937 rng(kSeed + 11);
+    for (const Fp32PoolGeometry& g : geometries) {
+      for (int variant = 0; variant < 3; ++variant) {  // plain, ties, NaNs and -inf
+        SCOPED_TRACE(Describe(g) + " variant " + std::to_string(variant));
+        std::vector<float> x = testing::NormalFloats(InputSize(g), 0.0f, 1.0f, rng);
+        if (variant >= 1) {
+          for (float& v : x) v = std::round(v * 1.5f);
+        }
+        if (variant == 2) {
+          std::uniform_int_distribution<size_t> at(0, x.size() - 1);
+          for (size_t k = 0; k < x.size() / 20; ++k) x[at(rng)] = std::nanf("");
+          for (size_t k = 0; k < x.size() / 20; ++k)
+            x[at(rng)] = -std::numeric_limits<float>::infinity();
+        }
+        std::vector<float> y(OutputSize(g)), want_y(OutputSize(g));
+        std::vector<int32_t> argmax(OutputSize(g)), want_argmax(OutputSize(g));
+        MaxPoolForward(g, x.data(), y.data(), argmax.data(), nullptr);
+        MaxPoolForwardRule(g, x, want_y, want_argmax);
+        int failures = 0;
+        for (size_t o = 0; o < y.size(); ++o) {
+          const bool same_value = std::isnan(want_y[o]) ? std::isnan(y[o]) : y[o] == want_y[o];
+          if ((!same_value || argmax[o] != want_argmax[o]) && ++failures <= 5) {
+            ADD_FAILURE() << "output " << o << ": got " << y[o] << " at " << argmax[o] << ", want "
+                          << want_y[o] << " at " << want_argmax[o];
+          }
+        }
+        EXPECT_EQ(failures, 0);
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);  // back to the CPU's own targets
 }
 
 TEST(PoolGradTest, KernelsMatchReference) {
