@@ -6,11 +6,13 @@
 
 #include "train/ops/max_pool_forward.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+
+#include "train/ops/pool_window.h"
+#include "train/ops/select_bits.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "train/ops/max_pool_forward.cc"
@@ -23,15 +25,6 @@ namespace qlab::train::internal {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Real input positions [begin, end) of output coordinate o's window along one axis (padding
-// never wins, so only the real pixels are scanned).
-void AxisRange(size_t o, size_t stride, size_t pad, size_t kernel, size_t size, int64_t* begin,
-               int64_t* end) {
-  const int64_t start = static_cast<int64_t>(o * stride) - static_cast<int64_t>(pad);
-  *begin = std::max<int64_t>(start, 0);
-  *end = std::min(start + static_cast<int64_t>(kernel), static_cast<int64_t>(size));
-}
-
 void MaxPoolForwardRowsImpl(const kernels::Fp32PoolGeometry& g, const float* x, size_t row_begin,
                             size_t row_end, float* y, int32_t* argmax) {
   const hn::ScalableTag<float> df;
@@ -42,23 +35,21 @@ void MaxPoolForwardRowsImpl(const kernels::Fp32PoolGeometry& g, const float* x, 
   const auto minus_infinity = hn::Set(df, -std::numeric_limits<float>::infinity());
   for (size_t row = row_begin; row < row_end; ++row) {
     const size_t b = row / g.out_h, oh = row % g.out_h;
-    int64_t h_begin, h_end;
-    AxisRange(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h, &h_begin, &h_end);
+    const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     const size_t image = b * g.in_h * g.in_w;
     for (size_t ow = 0; ow < g.out_w; ++ow) {
-      int64_t w_begin, w_end;
-      AxisRange(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w, &w_begin, &w_end);
+      const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
       float* out = y + (row * g.out_w + ow) * c;
       int32_t* out_index = argmax + (row * g.out_w + ow) * c;
       // The window's first real pixel: where an all -inf (or empty) window points.
       const size_t first =
-          (image + static_cast<size_t>(h_begin) * g.in_w + static_cast<size_t>(w_begin)) * c;
+          (image + static_cast<size_t>(wh.begin) * g.in_w + static_cast<size_t>(ww.begin)) * c;
       size_t ch = 0;
       for (; ch + lanes <= c; ch += lanes) {
         auto best = minus_infinity;
         auto best_index = hn::Add(lane_offsets, hn::Set(di, static_cast<int32_t>(first + ch)));
-        for (int64_t h = h_begin; h < h_end; ++h) {
-          for (int64_t w = w_begin; w < w_end; ++w) {
+        for (int64_t h = wh.begin; h < wh.end; ++h) {
+          for (int64_t w = ww.begin; w < ww.end; ++w) {
             const size_t pixel =
                 (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c + ch;
             const auto v = hn::LoadU(df, x + pixel);
@@ -75,15 +66,14 @@ void MaxPoolForwardRowsImpl(const kernels::Fp32PoolGeometry& g, const float* x, 
       for (; ch < c; ++ch) {  // channels after the last whole vector: the same rule
         float best = -std::numeric_limits<float>::infinity();
         int32_t best_index = static_cast<int32_t>(first + ch);
-        for (int64_t h = h_begin; h < h_end; ++h) {
-          for (int64_t w = w_begin; w < w_end; ++w) {
+        for (int64_t h = wh.begin; h < wh.end; ++h) {
+          for (int64_t w = ww.begin; w < ww.end; ++w) {
             const size_t pixel =
                 (image + static_cast<size_t>(h) * g.in_w + static_cast<size_t>(w)) * c + ch;
             const float v = x[pixel];
-            if (v > best || std::isnan(v)) {
-              best = v;
-              best_index = static_cast<int32_t>(pixel);
-            }
+            const bool take = (v > best) | std::isnan(v);  // no short-circuit branch
+            best = SelectBits(take, v, best);
+            best_index = SelectBits(take, static_cast<int32_t>(pixel), best_index);
           }
         }
         out[ch] = best;
@@ -93,8 +83,6 @@ void MaxPoolForwardRowsImpl(const kernels::Fp32PoolGeometry& g, const float* x, 
   }
 }
 
-const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
-
 }  // namespace HWY_NAMESPACE
 }  // namespace qlab::train::internal
 HWY_AFTER_NAMESPACE();
@@ -103,14 +91,11 @@ HWY_AFTER_NAMESPACE();
 namespace qlab::train::internal {
 
 HWY_EXPORT(MaxPoolForwardRowsImpl);
-HWY_EXPORT(TargetName);
 
 void MaxPoolForwardRows(const kernels::Fp32PoolGeometry& g, const float* x, size_t row_begin,
                         size_t row_end, float* y, int32_t* argmax) {
   HWY_DYNAMIC_DISPATCH(MaxPoolForwardRowsImpl)(g, x, row_begin, row_end, y, argmax);
 }
-
-const char* MaxPoolForwardTargetName() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 
 }  // namespace qlab::train::internal
 #endif  // HWY_ONCE

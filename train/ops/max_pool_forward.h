@@ -22,9 +22,6 @@ namespace qlab::train::internal {
 void MaxPoolForwardRows(const kernels::Fp32PoolGeometry& g, const float* x, size_t row_begin,
                         size_t row_end, float* y, int32_t* argmax);
 
-// Name of the Highway target MaxPoolForwardRows dispatches to (tests, labels).
-const char* MaxPoolForwardTargetName();
-
 }  // namespace qlab::train::internal
 
 #endif  // QLAB_TRAIN_OPS_MAX_POOL_FORWARD_H_

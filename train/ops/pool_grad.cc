@@ -4,29 +4,18 @@
 #include "train/ops/pool_grad.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "train/ops/max_pool_forward.h"
 #include "train/ops/parallel_blocks.h"
+#include "train/ops/pool_window.h"
 
 namespace qlab::train {
 namespace {
 
-// The window of output coordinate o along one axis, as kernels/fp32/fp32_pool.cc computes it:
-// real input positions [begin, end), and the padded extent [start, padded_end) whose length is
-// count_include_pad's divisor.
-struct Window {
-  int64_t begin, end, start, padded_end;
-};
-Window AxisWindow(size_t o, size_t stride, size_t pad, size_t kernel, size_t size) {
-  const int64_t start = static_cast<int64_t>(o * stride) - static_cast<int64_t>(pad);
-  const int64_t padded_end =
-      std::min(start + static_cast<int64_t>(kernel), static_cast<int64_t>(size + pad));
-  return {std::max<int64_t>(start, 0), std::min(padded_end, static_cast<int64_t>(size)), start,
-          padded_end};
-}
+using internal::AxisWindow;
+using internal::Window;
 
 size_t ImageSize(const kernels::Fp32PoolGeometry& g) { return g.in_h * g.in_w * g.channels; }
 size_t OutputImageSize(const kernels::Fp32PoolGeometry& g) {
