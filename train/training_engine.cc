@@ -265,7 +265,6 @@ struct TrainingEngine::Impl {
       } else {
         return NodeError(node, absl::StrCat("values of rank ", rank, " are not supported"));
       }
-      act.needs_grad = node.op != OpKind::kInput;
       acts[id] = std::move(act);
       if (node.op == OpKind::kInput) {
         if (!acts[id].rank4) return NodeError(node, "the input must be an NCHW image batch");
@@ -409,6 +408,7 @@ struct TrainingEngine::Impl {
       steps.push_back(std::move(step));
     }
     if (!acts.contains(output)) return absl::InvalidArgumentError("training: bad output");
+    MarkGradientNeeds();
     // Validate fake-quantize slots: the kernels take static per-tensor activations and per-tensor
     // or per-channel (axis 0) weights.
     for (Step& step : steps) {
@@ -439,14 +439,31 @@ struct TrainingEngine::Impl {
     }
   }
 
+  // Which values need a gradient, as autograd's requires_grad: the output of a step with
+  // parameters (their gradients are computed from it), or of a step reading such a value. The
+  // image does not, and neither does a fixed function of it alone: QAT's fake quantization of the
+  // input (unless LSQ trains its scale), so the first convolution computes no input gradient,
+  // as in the FP32 engine and in PyTorch. Steps run in topological order. Called again when LSQ
+  // adds scales.
+  void MarkGradientNeeds() {
+    for (auto& [id, act] : acts) act.needs_grad = false;
+    for (const Step& step : steps) {
+      bool needs = step.weight >= 0 || step.gamma >= 0 || (step.fq && step.fq->lsq_scale >= 0);
+      for (const NodeId in : step.inputs) needs = needs || acts[in].needs_grad;
+      acts[step.node].needs_grad = needs;
+    }
+    acts[output].needs_grad = true;  // the caller writes the loss gradient there
+  }
+
   // --- Buffers ---------------------------------------------------------------------------------
   absl::Status Plan(int64_t batch) {
     for (auto& [id, act] : acts) {
-      if (act.n == batch) continue;
-      act.n = batch;
-      QLAB_ASSIGN_OR_RETURN(act.value,
-                            Tensor::Create(DType::kFloat32, {static_cast<int64_t>(act.size())}));
-      if (act.needs_grad) {
+      if (act.n != batch) {
+        act.n = batch;
+        QLAB_ASSIGN_OR_RETURN(act.value,
+                              Tensor::Create(DType::kFloat32, {static_cast<int64_t>(act.size())}));
+      }
+      if (act.needs_grad && act.grad.numel() != static_cast<int64_t>(act.size())) {
         QLAB_ASSIGN_OR_RETURN(act.grad,
                               Tensor::Create(DType::kFloat32, {static_cast<int64_t>(act.size())}));
       }
@@ -814,6 +831,7 @@ struct TrainingEngine::Impl {
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
       Step& step = *it;
       Activation& out = acts[step.node];
+      if (!out.needs_grad) continue;  // nothing before it has parameters
       if (!out.grad_set) {
         // No gradient reached this node (it does not feed the loss): its inputs get zeros.
         std::fill_n(out.grad.data<float>(), out.size(), 0.0f);
@@ -933,6 +951,11 @@ struct TrainingEngine::Impl {
           });
           break;
         case OpKind::kFakeQuantize:
+          if (step.fq->lsq_scale >= 0 && !in.needs_grad) {
+            // The image's quantizer: no input gradient, but LSQ's scale still learns from dy.
+            LsqBackwardStep(*step.fq, x, dy, n, grad_scratch.data<float>());
+            break;
+          }
           EmitGrad(x_id, [&](float* dx) {
             if (step.fq->lsq_scale >= 0) {
               LsqBackwardStep(*step.fq, x, dy, n, dx);
@@ -1038,6 +1061,7 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
     }
   }
   lsq_initialized = true;
+  MarkGradientNeeds();  // the input's fake quantization may now have a trained scale
   return absl::OkStatus();
 }
 

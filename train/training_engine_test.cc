@@ -403,7 +403,16 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
   for (int step = 0; step < 12; ++step) {
     auto stats = (*engine)->ForwardBackward(images, labels);
     ASSERT_TRUE(stats.ok()) << stats.status();
-    if (step == 0) first_loss = stats->loss;
+    if (step == 0) {
+      first_loss = stats->loss;
+      // Every learned scale receives a gradient, the image's fake quantizer's too: its gradient
+      // needs the first convolution's input gradient, which training without LSQ skips.
+      for (const TrainableParameter& p : (*engine)->parameters()) {
+        if (initial.count(p.name) == 0) continue;
+        EXPECT_TRUE(std::any_of(p.grad, p.grad + p.size, [](float g) { return g != 0.0f; }))
+            << p.name;
+      }
+    }
     last_loss = stats->loss;
     for (TrainableParameter& p : (*engine)->parameters()) {
       for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
