@@ -110,10 +110,18 @@ struct Step {
   Tensor conv_out;              // conv(x, w_q) before the division by bn_scale
   Tensor conv_out_grad;         // its gradient
   Tensor weight_grad;           // d(effective weight), before the STE and the BN scale
+  // Passes merged with the batch norm's when it uses batch statistics: the forward's per-channel
+  // sums of the output (for BatchNormTrainForwardWithSums), and the backward's dz with the
+  // sums for dscale and dbias (ConvBnBatchNormBackward, run by the batch-norm step).
+  std::vector<double> output_sums;
+  bool output_sums_ready = false;
+  std::vector<double> dscale, dbias;
+  bool dz_ready = false;
   // Batch norm.
   int gamma = -1, beta = -1, running_mean = -1, running_var = -1;
   float eps = 1e-5f, momentum = 0.1f;
   bool trained_mode_last = false;  // the last forward used batch statistics
+  int conv_bn_step = -1;           // the QAT conv-bn step whose output this batch norm reads
   std::vector<float> saved_mean, saved_inv_std, batch_var;
   // Pools.
   kernels::Fp32PoolGeometry pool;
@@ -123,6 +131,11 @@ struct Step {
   size_t pad_before = 0, pad_after = 0;
   // Activation fake quantization.
   std::optional<FakeQuant> fq;
+  // The ReLU step whose output this fake quantizer alone reads: its STE backward (without LSQ)
+  // does the ReLU's backward too and sets relu_backward_done on the ReLU step, which then skips
+  // its own in that backward pass.
+  int relu_step = -1;
+  bool relu_backward_done = false;
   // Its integer codes (uint8, NHWC), computed by the first int8 convolution reading them in
   // forward number codes_forward.
   std::vector<uint8_t> codes;
@@ -338,6 +351,7 @@ struct TrainingEngine::Impl {
             Step& conv_step = steps[step_of.at(x)];
             if (conv_step.weight_fq.has_value()) {
               conv_step.fused_bn_step = static_cast<int>(steps.size());
+              step.conv_bn_step = step_of.at(x);
             }
           }
           break;
@@ -399,6 +413,11 @@ struct TrainingEngine::Impl {
           fq.node = id;
           fq.slot = node.attr<ObserverAttrs>().slot;
           step.fq = std::move(fq);
+          const auto producer = step_of.find(x);
+          if (producer != step_of.end() && steps[producer->second].op == OpKind::kRelu &&
+              graph.Users(x).size() == 1 && graph.outputs()[0] != x) {
+            step.relu_step = producer->second;
+          }
           break;
         }
         default:
@@ -721,7 +740,13 @@ struct TrainingEngine::Impl {
             int8_check_max =
                 std::max(int8_check_max, largest > 0.0 ? difference / largest : difference);
           }
-          if (conv_bn) {
+          if (conv_bn && training && !bn_frozen) {  // the batch norm takes batch statistics
+            step.output_sums.resize(step.conv.out_channels);
+            ConvBnOutputForwardWithSums(out.rows(), step.conv.out_channels, z,
+                                        step.bn_scale.data(), bias, y, step.output_sums.data(),
+                                        pool);
+            step.output_sums_ready = true;
+          } else if (conv_bn) {
             ConvBnOutputForward(out.rows(), step.conv.out_channels, z, step.bn_scale.data(), bias,
                                 y, pool);
           }
@@ -741,9 +766,18 @@ struct TrainingEngine::Impl {
             step.saved_mean.resize(c);
             step.saved_inv_std.resize(c);
             step.batch_var.resize(c);
-            BatchNormTrainForward(out.rows(), c, x, params[step.gamma].v(), params[step.beta].v(),
-                                  step.eps, y, step.saved_mean.data(), step.saved_inv_std.data(),
-                                  step.batch_var.data(), pool);
+            Step* conv_bn = step.conv_bn_step >= 0 ? &steps[step.conv_bn_step] : nullptr;
+            if (conv_bn != nullptr && conv_bn->output_sums_ready) {
+              BatchNormTrainForwardWithSums(out.rows(), c, x, conv_bn->output_sums.data(),
+                                            params[step.gamma].v(), params[step.beta].v(),
+                                            step.eps, y, step.saved_mean.data(),
+                                            step.saved_inv_std.data(), step.batch_var.data(), pool);
+              conv_bn->output_sums_ready = false;
+            } else {
+              BatchNormTrainForward(out.rows(), c, x, params[step.gamma].v(),
+                                    params[step.beta].v(), step.eps, y, step.saved_mean.data(),
+                                    step.saved_inv_std.data(), step.batch_var.data(), pool);
+            }
             BatchNormUpdateRunningStats(c, step.momentum, step.saved_mean.data(),
                                         step.batch_var.data(), params[step.running_mean].v(),
                                         params[step.running_var].v());
@@ -801,11 +835,14 @@ struct TrainingEngine::Impl {
     Param& w = params[step.weight];
     const size_t size = w.size();
     float* dw = w.g();
+    const uint8_t* ste_mask = nullptr;  // applied by ConvBnWeightBackward
     if (step.weight_fq.has_value()) {
       FakeQuant& fq = *step.weight_fq;
       const float* source = step.fused_bn_step >= 0 ? step.scaled_weight.data<float>() : w.v();
       if (fq.lsq_scale >= 0) {
         LsqBackwardStep(fq, source, dweight_effective, size, dweight_effective);
+      } else if (step.fused_bn_step >= 0) {
+        ste_mask = fq.mask.data();
       } else {
         FakeQuantSteBackward(fq.mask.data(), dweight_effective, size, dweight_effective, pool);
       }
@@ -818,8 +855,9 @@ struct TrainingEngine::Impl {
     //   dw = dscaled * s[o];  dgamma[o] += sum_i dscaled[o, i] * w[o, i] / sqrt(rv + eps).
     const Step& bn = steps[step.fused_bn_step];
     const size_t out_c = static_cast<size_t>(w.shape[0]);
-    ConvBnWeightBackward(out_c, size / out_c, dweight_effective, w.v(), step.bn_scale.data(),
-                         params[bn.running_var].v(), bn.eps, dw, params[bn.gamma].g(), pool);
+    ConvBnWeightBackward(out_c, size / out_c, dweight_effective, ste_mask, w.v(),
+                         step.bn_scale.data(), params[bn.running_var].v(), bn.eps, dw,
+                         params[bn.gamma].g(), pool);
   }
 
   absl::Status Backward() {
@@ -830,6 +868,10 @@ struct TrainingEngine::Impl {
     acts[output].grad_set = true;  // the loss gradient, written by the caller
     for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
       Step& step = *it;
+      if (step.relu_backward_done) {  // done by the fake quantizer reading it
+        step.relu_backward_done = false;
+        continue;
+      }
       Activation& out = acts[step.node];
       if (!out.needs_grad) continue;  // nothing before it has parameters
       if (!out.grad_set) {
@@ -850,10 +892,16 @@ struct TrainingEngine::Impl {
             // y = z / s + b: dz = dy / s, ds[c] = -sum dy * z / s^2 -> dgamma[c] += ds / std.
             const size_t c = step.conv.out_channels;
             float* dz = step.conv_out_grad.data<float>();
-            const float* z = step.conv_out.data<float>();
-            std::vector<double> ds(c), db(c);
-            ConvBnOutputBackward(out.rows(), c, dy, z, step.bn_scale.data(), dz, ds.data(),
-                                 db.data(), pool);
+            if (!step.dz_ready) {  // else the batch norm's backward computed dz, ds and db
+              step.dscale.resize(c);
+              step.dbias.resize(c);
+              ConvBnOutputBackward(out.rows(), c, dy, step.conv_out.data<float>(),
+                                   step.bn_scale.data(), dz, step.dscale.data(),
+                                   step.dbias.data(), pool);
+            }
+            step.dz_ready = false;
+            const std::vector<double>& ds = step.dscale;
+            const std::vector<double>& db = step.dbias;
             const Step& bn = steps[step.fused_bn_step];
             float* dgamma = params[bn.gamma].g();
             const float* rv = params[bn.running_var].v();
@@ -896,6 +944,21 @@ struct TrainingEngine::Impl {
           const size_t c = static_cast<size_t>(out.c);
           float* dgamma = params[step.gamma].g();
           float* dbeta = params[step.beta].g();
+          Step* conv_bn = step.conv_bn_step >= 0 ? &steps[step.conv_bn_step] : nullptr;
+          if (step.trained_mode_last && conv_bn != nullptr && in.needs_grad) {
+            // The convolution's output has this batch norm as its only user: its gradient goes
+            // straight on to dz (the conv-bn division's backward) in the same pass.
+            conv_bn->dscale.resize(c);
+            conv_bn->dbias.resize(c);
+            ConvBnBatchNormBackward(out.rows(), c, x, params[step.gamma].v(),
+                                    step.saved_mean.data(), step.saved_inv_std.data(), dy,
+                                    conv_bn->conv_out.data<float>(), conv_bn->bn_scale.data(),
+                                    conv_bn->conv_out_grad.data<float>(), dgamma, dbeta,
+                                    conv_bn->dscale.data(), conv_bn->dbias.data(), pool);
+            conv_bn->dz_ready = true;
+            in.grad_set = true;
+            break;
+          }
           EmitGrad(x_id, [&](float* dx) {
             if (step.trained_mode_last) {
               BatchNormTrainBackward(out.rows(), c, x, params[step.gamma].v(),
@@ -951,6 +1014,14 @@ struct TrainingEngine::Impl {
           });
           break;
         case OpKind::kFakeQuantize:
+          if (step.fq->lsq_scale < 0 && step.relu_step >= 0) {
+            Step& relu = steps[step.relu_step];
+            EmitGrad(relu.inputs[0], [&](float* dx) {
+              FakeQuantSteReluBackward(step.fq->mask.data(), x, dy, n, dx, pool);
+            });
+            relu.relu_backward_done = true;
+            break;
+          }
           if (step.fq->lsq_scale >= 0 && !in.needs_grad) {
             // The image's quantizer: no input gradient, but LSQ's scale still learns from dy.
             LsqBackwardStep(*step.fq, x, dy, n, grad_scratch.data<float>());

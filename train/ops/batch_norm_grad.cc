@@ -9,6 +9,7 @@
 
 #include "kernels/fp32/fp32_eltwise.h"
 #include "train/ops/parallel_blocks.h"
+#include "train/ops/vector_clones.h"
 
 namespace qlab::train {
 namespace {
@@ -17,17 +18,75 @@ using internal::BlockedSums;
 using internal::kRowsPerBlock;
 using internal::ParallelForRowBlocks;
 
+// The element loops, over rows [begin, end) of `channels` values (vector_clones.h).
+QLAB_VECTOR_CLONES void AddRows(size_t begin, size_t end, size_t channels,
+                                const float* __restrict x, double* __restrict acc) {
+  for (size_t r = begin; r < end; ++r) {
+    const float* row = x + r * channels;
+    for (size_t c = 0; c < channels; ++c) acc[c] += row[c];
+  }
+}
+
+QLAB_VECTOR_CLONES void AddSquaredDeviationRows(size_t begin, size_t end, size_t channels,
+                                                const float* __restrict x,
+                                                const double* __restrict mean,
+                                                double* __restrict acc) {
+  for (size_t r = begin; r < end; ++r) {
+    const float* row = x + r * channels;
+    for (size_t c = 0; c < channels; ++c) {
+      const double d = static_cast<double>(row[c]) - mean[c];
+      acc[c] += d * d;
+    }
+  }
+}
+
+QLAB_VECTOR_CLONES void NormalizeRows(size_t begin, size_t end, size_t channels,
+                                      const float* __restrict x, const float* __restrict mean,
+                                      const float* __restrict scale, const float* __restrict beta,
+                                      float* __restrict y) {
+  for (size_t r = begin; r < end; ++r) {
+    const float* x_row = x + r * channels;
+    float* y_row = y + r * channels;
+    for (size_t c = 0; c < channels; ++c) y_row[c] = (x_row[c] - mean[c]) * scale[c] + beta[c];
+  }
+}
+
+QLAB_VECTOR_CLONES void AddGradientRows(size_t begin, size_t end, size_t channels,
+                                        const float* __restrict x, const float* __restrict dy,
+                                        const double* __restrict center,
+                                        double* __restrict sum_dy, double* __restrict sum_dy_xc) {
+  for (size_t r = begin; r < end; ++r) {
+    const float* x_row = x + r * channels;
+    const float* dy_row = dy + r * channels;
+    for (size_t c = 0; c < channels; ++c) {
+      const double g = dy_row[c];
+      sum_dy[c] += g;
+      sum_dy_xc[c] += g * (static_cast<double>(x_row[c]) - center[c]);
+    }
+  }
+}
+
+QLAB_VECTOR_CLONES void DxRows(size_t begin, size_t end, size_t channels,
+                               const float* __restrict x, const float* __restrict dy,
+                               const float* __restrict mean, const float* __restrict k,
+                               const float* __restrict mean_dy, const float* __restrict slope,
+                               float* __restrict dx) {
+  for (size_t r = begin; r < end; ++r) {
+    const float* x_row = x + r * channels;
+    const float* dy_row = dy + r * channels;
+    float* dx_row = dx + r * channels;
+    for (size_t c = 0; c < channels; ++c) {
+      dx_row[c] = BatchNormDx(x_row[c], dy_row[c], mean[c], k[c], mean_dy[c], slope[c]);
+    }
+  }
+}
+
 // sum[c] = sum over rows of x[row][c].
 void ChannelSums(size_t rows, size_t channels, const float* x, double* sum, pthreadpool_t pool) {
   BlockedSums(
       rows, kRowsPerBlock, channels,
-      [&](size_t begin, size_t end, double* acc) {
-        for (size_t r = begin; r < end; ++r) {
-          const float* row = x + r * channels;
-          for (size_t c = 0; c < channels; ++c) acc[c] += row[c];
-        }
-      },
-      sum, pool);
+      [&](size_t begin, size_t end, double* acc) { AddRows(begin, end, channels, x, acc); }, sum,
+      pool);
 }
 
 // sums[c] = sum dy, sums[channels + c] = sum dy * (x - center[c]), over rows, in double.
@@ -36,17 +95,7 @@ void GradientSums(size_t rows, size_t channels, const float* x, const double* ce
   BlockedSums(
       rows, kRowsPerBlock, 2 * channels,
       [&](size_t begin, size_t end, double* acc) {
-        double* sum_dy = acc;
-        double* sum_dy_xc = acc + channels;
-        for (size_t r = begin; r < end; ++r) {
-          const float* x_row = x + r * channels;
-          const float* dy_row = dy + r * channels;
-          for (size_t c = 0; c < channels; ++c) {
-            const double g = dy_row[c];
-            sum_dy[c] += g;
-            sum_dy_xc[c] += g * (static_cast<double>(x_row[c]) - center[c]);
-          }
-        }
+        AddGradientRows(begin, end, channels, x, dy, center, acc, acc + channels);
       },
       sums, pool);
 }
@@ -56,21 +105,24 @@ void GradientSums(size_t rows, size_t channels, const float* x, const double* ce
 void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const float* gamma,
                            const float* beta, float eps, float* y, float* saved_mean,
                            float* saved_inv_std, float* batch_var_unbiased, pthreadpool_t pool) {
-  std::vector<double> mean(channels), squares(channels);
-  ChannelSums(rows, channels, x, mean.data(), pool);
+  std::vector<double> sums(channels);
+  ChannelSums(rows, channels, x, sums.data(), pool);
+  BatchNormTrainForwardWithSums(rows, channels, x, sums.data(), gamma, beta, eps, y, saved_mean,
+                                saved_inv_std, batch_var_unbiased, pool);
+}
+
+void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x,
+                                   const double* sums, const float* gamma, const float* beta,
+                                   float eps, float* y, float* saved_mean, float* saved_inv_std,
+                                   float* batch_var_unbiased, pthreadpool_t pool) {
+  std::vector<double> mean(sums, sums + channels), squares(channels);
   for (double& m : mean) m /= static_cast<double>(rows);
   // Second pass over deviations from the mean: sum(x^2) - rows * mean^2 would cancel
   // catastrophically for activations whose mean is large next to their spread.
   BlockedSums(
       rows, kRowsPerBlock, channels,
       [&](size_t begin, size_t end, double* acc) {
-        for (size_t r = begin; r < end; ++r) {
-          const float* row = x + r * channels;
-          for (size_t c = 0; c < channels; ++c) {
-            const double d = static_cast<double>(row[c]) - mean[c];
-            acc[c] += d * d;
-          }
-        }
+        AddSquaredDeviationRows(begin, end, channels, x, mean.data(), acc);
       },
       squares.data(), pool);
   std::vector<float> scale(channels);
@@ -86,13 +138,7 @@ void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const f
   ParallelForRowBlocks(
       rows, kRowsPerBlock,
       [&](size_t begin, size_t end) {
-        for (size_t r = begin; r < end; ++r) {
-          const float* x_row = x + r * channels;
-          float* y_row = y + r * channels;
-          for (size_t c = 0; c < channels; ++c) {
-            y_row[c] = (x_row[c] - saved_mean[c]) * scale[c] + beta[c];
-          }
-        }
+        NormalizeRows(begin, end, channels, x, saved_mean, scale.data(), beta, y);
       },
       pool);
 }
@@ -107,15 +153,17 @@ void BatchNormUpdateRunningStats(size_t channels, float momentum, const float* b
   }
 }
 
-void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const float* gamma,
-                            const float* saved_mean, const float* saved_inv_std, const float* dy,
-                            float* dx, float* dgamma, float* dbeta, pthreadpool_t pool) {
+void BatchNormDxCoefficients::Compute(size_t rows, size_t channels, const float* x,
+                                      const float* gamma, const float* saved_mean,
+                                      const float* saved_inv_std, const float* dy, float* dgamma,
+                                      float* dbeta, pthreadpool_t pool) {
   std::vector<double> center(saved_mean, saved_mean + channels);
   std::vector<double> sums(2 * channels);
   GradientSums(rows, channels, x, center.data(), dy, sums.data(), pool);
-  // dx = k * (dy - mean_dy - (x - mean) * slope): the per-channel coefficients in double, each
-  // rounded once to float for the element pass.
-  std::vector<float> k(channels), mean_dy(channels), slope(channels);
+  // The per-channel coefficients in double, each rounded once to float for the element pass.
+  k.resize(channels);
+  mean_dy.resize(channels);
+  slope.resize(channels);
   const double n = static_cast<double>(rows);
   for (size_t c = 0; c < channels; ++c) {
     const double inv_std = saved_inv_std[c];
@@ -127,18 +175,19 @@ void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const 
     mean_dy[c] = static_cast<float>(sum_dy / n);
     slope[c] = static_cast<float>(sum_dy_xhat * inv_std / n);
   }
+}
+
+void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const float* gamma,
+                            const float* saved_mean, const float* saved_inv_std, const float* dy,
+                            float* dx, float* dgamma, float* dbeta, pthreadpool_t pool) {
+  BatchNormDxCoefficients coefficients;
+  coefficients.Compute(rows, channels, x, gamma, saved_mean, saved_inv_std, dy, dgamma, dbeta,
+                       pool);
   ParallelForRowBlocks(
       rows, kRowsPerBlock,
       [&](size_t begin, size_t end) {
-        for (size_t r = begin; r < end; ++r) {
-          const float* x_row = x + r * channels;
-          const float* dy_row = dy + r * channels;
-          float* dx_row = dx + r * channels;
-          for (size_t c = 0; c < channels; ++c) {
-            const float centered = x_row[c] - saved_mean[c];
-            dx_row[c] = k[c] * ((dy_row[c] - mean_dy[c]) - centered * slope[c]);
-          }
-        }
+        DxRows(begin, end, channels, x, dy, saved_mean, coefficients.k.data(),
+               coefficients.mean_dy.data(), coefficients.slope.data(), dx);
       },
       pool);
 }

@@ -22,6 +22,7 @@
 #include <pthreadpool.h>
 
 #include <cstddef>
+#include <vector>
 
 namespace qlab::train {
 
@@ -32,6 +33,15 @@ namespace qlab::train {
 void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const float* gamma,
                            const float* beta, float eps, float* y, float* saved_mean,
                            float* saved_inv_std, float* batch_var_unbiased, pthreadpool_t pool);
+// BatchNormTrainForward given sums[c] = the per-channel sums of x, added as BatchNormTrainForward
+// adds them itself (internal::BlockedSums over kRowsPerBlock-row blocks, each block's rows in
+// order, as float-to-double additions): then the results are the same bits. A producer that
+// writes x can accumulate these in its own pass (ConvBnOutputForwardWithSums, conv_bn_grad.h)
+// and save the batch norm a pass over its input.
+void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x,
+                                   const double* sums, const float* gamma, const float* beta,
+                                   float eps, float* y, float* saved_mean, float* saved_inv_std,
+                                   float* batch_var_unbiased, pthreadpool_t pool);
 
 // running = (1 - momentum) * running + momentum * batch (PyTorch's convention), evaluated in
 // double and rounded once to float, in place.
@@ -45,6 +55,25 @@ void BatchNormUpdateRunningStats(size_t channels, float momentum, const float* b
 void BatchNormTrainBackward(size_t rows, size_t channels, const float* x, const float* gamma,
                             const float* saved_mean, const float* saved_inv_std, const float* dy,
                             float* dx, float* dgamma, float* dbeta, pthreadpool_t pool);
+
+// One element of BatchNormTrainBackward's dx: k * ((dy - mean_dy) - (x - mean) * slope), with
+// the per-channel coefficients below.
+inline float BatchNormDx(float x, float dy, float mean, float k, float mean_dy, float slope) {
+  const float centered = x - mean;
+  return k * ((dy - mean_dy) - centered * slope);
+}
+
+// BatchNormTrainBackward in two parts, for a consumer of dx that merges the element pass into
+// its own (ConvBnBatchNormBackward, conv_bn_grad.h): Compute runs the sums (writing dgamma and
+// dbeta) and fills the coefficients; then each element's dx is BatchNormDx(x, dy, saved_mean[c],
+// k[c], mean_dy[c], slope[c]), as in BatchNormTrainBackward.
+struct BatchNormDxCoefficients {
+  std::vector<float> k, mean_dy, slope;
+
+  void Compute(size_t rows, size_t channels, const float* x, const float* gamma,
+               const float* saved_mean, const float* saved_inv_std, const float* dy,
+               float* dgamma, float* dbeta, pthreadpool_t pool);
+};
 
 // Eval mode (running statistics, no batch stats; used after BN statistics are frozen): y = x *
 // a + b with a = gamma * inv_std(running_var), b = beta - running_mean * a; backward gives dx,

@@ -20,6 +20,7 @@
 #include <pthreadpool.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace qlab::train {
 
@@ -32,18 +33,39 @@ void ConvBnScaleWeights(size_t out_channels, size_t per, const float* w, const f
 void ConvBnOutputForward(size_t rows, size_t channels, const float* z, const float* scale,
                          const float* bias, float* y, pthreadpool_t pool);
 
+// ConvBnOutputForward that also adds up y per channel in the same pass, y_sums[c] = sum over rows
+// of y[r, c], exactly as BatchNormTrainForward adds its input: BatchNormTrainForwardWithSums(y,
+// y_sums) then gives BatchNormTrainForward(y)'s bits without reading y for the sums.
+void ConvBnOutputForwardWithSums(size_t rows, size_t channels, const float* z, const float* scale,
+                                 const float* bias, float* y, double* y_sums, pthreadpool_t pool);
+
 // Backward of ConvBnOutputForward given dy: dz = dy / scale (float), and the per-channel sums
 //   dscale[c] = -sum_r dy * z / scale^2   and   dbias[c] = sum_r dy   (double).
 void ConvBnOutputBackward(size_t rows, size_t channels, const float* dy, const float* z,
                           const float* scale, float* dz, double* dscale, double* dbias,
                           pthreadpool_t pool);
 
+// The training-mode batch norm reading y (BatchNormTrainBackward, batch_norm_grad.h, given its
+// output gradient dy_bn), then ConvBnOutputBackward on the dy that gives, with the two element
+// passes merged into one: dy of y is never stored. Writes dgamma and dbeta of the batch norm
+// (overwritten, as BatchNormTrainBackward) and dz, dscale, dbias as ConvBnOutputBackward, the
+// same bits as the two calls.
+void ConvBnBatchNormBackward(size_t rows, size_t channels, const float* y, const float* gamma,
+                             const float* saved_mean, const float* saved_inv_std,
+                             const float* dy_bn, const float* z, const float* scale, float* dz,
+                             float* dgamma, float* dbeta, double* dscale, double* dbias,
+                             pthreadpool_t pool);
+
 // Backward of ConvBnScaleWeights given d(scaled): dw = dscaled * scale[o], and through scale's
 // dependence on gamma, dgamma[o] += (sum_i dscaled[o, i] * w[o, i]) / sqrt(running_var[o] + eps)
 // (the sum in double: four partial sums over i mod 4, then (s0 + s1) + (s2 + s3)).
-void ConvBnWeightBackward(size_t out_channels, size_t per, const float* dscaled, const float* w,
-                          const float* scale, const float* running_var, float eps, float* dw,
-                          float* dgamma, pthreadpool_t pool);
+// With ste_mask (not null), dscaled first goes through the weight fake quantizer's
+// straight-through estimator (kept where ste_mask is non-zero, else 0: FakeQuantSteBackward,
+// fake_quant_grad.h), in the same pass and with the same bits as the two calls.
+void ConvBnWeightBackward(size_t out_channels, size_t per, const float* dscaled,
+                          const uint8_t* ste_mask, const float* w, const float* scale,
+                          const float* running_var, float eps, float* dw, float* dgamma,
+                          pthreadpool_t pool);
 
 }  // namespace qlab::train
 

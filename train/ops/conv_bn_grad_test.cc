@@ -16,9 +16,12 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "train/ops/batch_norm_grad.h"
+#include "train/ops/fake_quant_grad.h"
 #include "train/ops/ops_test_util.h"
 
 namespace qlab::train {
@@ -103,8 +106,8 @@ TEST(ConvBnGradTest, WeightBackwardMatchesFiniteDifferences) {
   std::vector<float> dgamma(out_c, 0.25f);  // accumulated into: starts from a nonzero value
   ConvBnScaleWeights(out_c, per, w_f.data(), gamma_f.data(), var_f.data(), kEps, scale.data(),
                      scaled.data(), nullptr);
-  ConvBnWeightBackward(out_c, per, dscaled_f.data(), w_f.data(), scale.data(), var_f.data(), kEps,
-                       dw.data(), dgamma.data(), nullptr);
+  ConvBnWeightBackward(out_c, per, dscaled_f.data(), /*ste_mask=*/nullptr, w_f.data(), scale.data(),
+                       var_f.data(), kEps, dw.data(), dgamma.data(), nullptr);
   // Forward: scale rounded twice (division, square root) and the product once: 3u relative.
   const std::vector<double> want_scaled = ScaleWeights(out_c, per, w, gamma, var);
   std::vector<double> tol_scaled(out_c * per), tol_dw(out_c * per);
@@ -137,8 +140,7 @@ TEST(ConvBnGradTest, OutputForwardMatchesDouble) {
   std::vector<float> y(rows * c), y_nobias(rows * c);
   ConvBnOutputForward(rows, c, z.data(), s.data(), b.data(), y.data(), nullptr);
   ConvBnOutputForward(rows, c, z.data(), s.data(), nullptr, y_nobias.data(), nullptr);
-  const std::vector<double> want =
-      OutputForward(rows, c, ToDouble(z), ToDouble(s), ToDouble(b));
+  const std::vector<double> want = OutputForward(rows, c, ToDouble(z), ToDouble(s), ToDouble(b));
   const std::vector<double> want_nobias =
       OutputForward(rows, c, ToDouble(z), ToDouble(s), std::vector<double>(c, 0.0));
   std::vector<double> tol(rows * c), tol_nobias(rows * c);
@@ -178,8 +180,8 @@ TEST(ConvBnGradTest, BitIdenticalForAnyThreadCount) {
                          r.dbias.data(), pool);
     ConvBnScaleWeights(out_c, per, w.data(), gamma.data(), var.data(), kEps, r.scale.data(),
                        r.scaled.data(), pool);
-    ConvBnWeightBackward(out_c, per, dscaled.data(), w.data(), r.scale.data(), var.data(), kEps,
-                         r.dw.data(), r.dgamma.data(), pool);
+    ConvBnWeightBackward(out_c, per, dscaled.data(), /*ste_mask=*/nullptr, w.data(), r.scale.data(),
+                         var.data(), kEps, r.dw.data(), r.dgamma.data(), pool);
     return r;
   };
   ThreadPools pools;
@@ -194,6 +196,97 @@ TEST(ConvBnGradTest, BitIdenticalForAnyThreadCount) {
     EXPECT_TRUE(BitIdentical(r.scaled, base.scaled)) << name;
     EXPECT_TRUE(BitIdentical(r.dw, base.dw)) << name;
     EXPECT_TRUE(BitIdentical(r.dgamma, base.dgamma)) << name;
+  }
+}
+
+// The merged passes the training engine runs for a QAT conv-bn feeding a training-mode batch
+// norm give the bits of the separate calls: ConvBnOutputForwardWithSums +
+// BatchNormTrainForwardWithSums against ConvBnOutputForward + BatchNormTrainForward,
+// ConvBnBatchNormBackward against BatchNormTrainBackward + ConvBnOutputBackward, and
+// ConvBnWeightBackward with a mask against FakeQuantSteBackward + ConvBnWeightBackward, for any
+// pool.
+TEST(ConvBnGradTest, MergedPassesEqualTheSeparateOnes) {
+  std::mt19937 rng(kSeed + 4);
+  const size_t rows = 1000, c = 24;  // four row blocks, the last partial
+  const std::vector<float> z = UniformFloats(rows * c, -3.0f, 5.0f, rng);
+  const std::vector<float> s = UniformFloats(c, 0.1f, 4.0f, rng);
+  const std::vector<float> b = UniformFloats(c, -1.0f, 1.0f, rng);
+  const std::vector<float> gamma = UniformFloats(c, 0.5f, 1.5f, rng);
+  const std::vector<float> beta = UniformFloats(c, -0.5f, 0.5f, rng);
+  const std::vector<float> dy_bn = UniformFloats(rows * c, -1.0f, 1.0f, rng);
+  struct Results {
+    std::vector<float> y, bn_y, mean, inv_std, var, dz, dgamma, dbeta;
+    std::vector<double> dscale, dbias;
+  };
+  auto fresh = [&] {
+    return Results{std::vector<float>(rows * c), std::vector<float>(rows * c),
+                   std::vector<float>(c),        std::vector<float>(c),
+                   std::vector<float>(c),        std::vector<float>(rows * c),
+                   std::vector<float>(c),        std::vector<float>(c),
+                   std::vector<double>(c),       std::vector<double>(c)};
+  };
+  auto separate = [&](pthreadpool_t pool) {
+    Results r = fresh();
+    ConvBnOutputForward(rows, c, z.data(), s.data(), b.data(), r.y.data(), pool);
+    BatchNormTrainForward(rows, c, r.y.data(), gamma.data(), beta.data(), kEps, r.bn_y.data(),
+                          r.mean.data(), r.inv_std.data(), r.var.data(), pool);
+    std::vector<float> dy(rows * c);
+    BatchNormTrainBackward(rows, c, r.y.data(), gamma.data(), r.mean.data(), r.inv_std.data(),
+                           dy_bn.data(), dy.data(), r.dgamma.data(), r.dbeta.data(), pool);
+    ConvBnOutputBackward(rows, c, dy.data(), z.data(), s.data(), r.dz.data(), r.dscale.data(),
+                         r.dbias.data(), pool);
+    return r;
+  };
+  auto merged = [&](pthreadpool_t pool) {
+    Results r = fresh();
+    std::vector<double> sums(c);
+    ConvBnOutputForwardWithSums(rows, c, z.data(), s.data(), b.data(), r.y.data(), sums.data(),
+                                pool);
+    BatchNormTrainForwardWithSums(rows, c, r.y.data(), sums.data(), gamma.data(), beta.data(), kEps,
+                                  r.bn_y.data(), r.mean.data(), r.inv_std.data(), r.var.data(),
+                                  pool);
+    ConvBnBatchNormBackward(rows, c, r.y.data(), gamma.data(), r.mean.data(), r.inv_std.data(),
+                            dy_bn.data(), z.data(), s.data(), r.dz.data(), r.dgamma.data(),
+                            r.dbeta.data(), r.dscale.data(), r.dbias.data(), pool);
+    return r;
+  };
+  const Results want = separate(nullptr);
+  ThreadPools pools;
+  std::vector<std::pair<std::string, pthreadpool_t>> all = {{"no pool", nullptr}};
+  for (const auto& [name, pool] : pools.All()) all.emplace_back(name, pool);
+  for (const auto& [name, pool] : all) {
+    const Results r = merged(pool);
+    EXPECT_TRUE(BitIdentical(r.y, want.y)) << name;
+    EXPECT_TRUE(BitIdentical(r.bn_y, want.bn_y)) << name;
+    EXPECT_TRUE(BitIdentical(r.mean, want.mean)) << name;
+    EXPECT_TRUE(BitIdentical(r.inv_std, want.inv_std)) << name;
+    EXPECT_TRUE(BitIdentical(r.var, want.var)) << name;
+    EXPECT_TRUE(BitIdentical(r.dz, want.dz)) << name;
+    EXPECT_TRUE(BitIdentical(r.dgamma, want.dgamma)) << name;
+    EXPECT_TRUE(BitIdentical(r.dbeta, want.dbeta)) << name;
+    EXPECT_TRUE(BitIdentical(r.dscale, want.dscale)) << name;
+    EXPECT_TRUE(BitIdentical(r.dbias, want.dbias)) << name;
+  }
+
+  // The weight side: the STE mask applied inside ConvBnWeightBackward.
+  const size_t out_c = 37, per = 2305;  // several channel blocks
+  const std::vector<float> w = UniformFloats(out_c * per, -1.0f, 1.0f, rng);
+  const std::vector<float> dscaled = UniformFloats(out_c * per, -1.0f, 1.0f, rng);
+  const std::vector<float> scale = UniformFloats(out_c, 0.2f, 2.0f, rng);
+  const std::vector<float> var = UniformFloats(out_c, 0.2f, 3.0f, rng);
+  std::vector<uint8_t> mask(out_c * per);
+  std::bernoulli_distribution inside(0.7);
+  for (uint8_t& m : mask) m = inside(rng) ? 1 : 0;
+  std::vector<float> ste(out_c * per), want_dw(out_c * per), want_dgamma(out_c, 0.5f);
+  FakeQuantSteBackward(mask.data(), dscaled.data(), ste.size(), ste.data(), nullptr);
+  ConvBnWeightBackward(out_c, per, ste.data(), /*ste_mask=*/nullptr, w.data(), scale.data(),
+                       var.data(), kEps, want_dw.data(), want_dgamma.data(), nullptr);
+  for (const auto& [name, pool] : all) {
+    std::vector<float> dw(out_c * per), dgamma(out_c, 0.5f);
+    ConvBnWeightBackward(out_c, per, dscaled.data(), mask.data(), w.data(), scale.data(),
+                         var.data(), kEps, dw.data(), dgamma.data(), pool);
+    EXPECT_TRUE(BitIdentical(dw, want_dw)) << name;
+    EXPECT_TRUE(BitIdentical(dgamma, want_dgamma)) << name;
   }
 }
 

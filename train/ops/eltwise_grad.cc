@@ -1,5 +1,5 @@
-// Elementwise training ops (see eltwise_grad.h). The ReLU backward and Accumulate loops are
-// plain C++ the compiler vectorizes; large arrays are split into fixed chunks over the pool.
+// Elementwise training ops (see eltwise_grad.h). The ReLU backward is a plain C++ loop the
+// compiler vectorizes (vector_clones.h); large arrays are split into fixed chunks over the pool.
 
 #include "train/ops/eltwise_grad.h"
 
@@ -9,6 +9,7 @@
 #include "kernels/fp32/fp32_eltwise.h"
 #include "train/ops/parallel_blocks.h"
 #include "train/ops/select_bits.h"
+#include "train/ops/vector_clones.h"
 
 namespace qlab::train {
 namespace {
@@ -16,6 +17,11 @@ namespace {
 // Elements per task: 64 KiB per operand, so scheduling costs nothing next to the work (and
 // arrays below it run on the calling thread).
 constexpr size_t kChunk = 16384;
+
+QLAB_VECTOR_CLONES void ReluBackwardRange(size_t begin, size_t end, const float* __restrict y,
+                                          const float* __restrict dy, float* __restrict dx) {
+  for (size_t i = begin; i < end; ++i) dx[i] = internal::SelectBits(y[i] > 0.0f, dy[i], 0.0f);
+}
 
 }  // namespace
 
@@ -25,12 +31,7 @@ void ReluForward(const float* x, size_t n, float* y, pthreadpool_t pool) {
 
 void ReluBackward(const float* y, const float* dy, size_t n, float* dx, pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
-      n, kChunk,
-      [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) {
-          dx[i] = internal::SelectBits(y[i] > 0.0f, dy[i], 0.0f);
-        }
-      },
+      n, kChunk, [&](size_t begin, size_t end) { ReluBackwardRange(begin, end, y, dy, dx); },
       pool);
 }
 

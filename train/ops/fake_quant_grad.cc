@@ -11,6 +11,7 @@
 
 #include "train/ops/parallel_blocks.h"
 #include "train/ops/select_bits.h"
+#include "train/ops/vector_clones.h"
 
 namespace qlab::train {
 namespace {
@@ -41,23 +42,28 @@ struct LsqBlockArgs {
   float* dx;
 };
 
-// The LSQ backward's per-element loop is compiled twice, for the baseline x86-64 ISA and for
-// x86-64-v3 (AVX2, FMA), chosen at load time. The fake_quant_grad_baseline_test target defines
-// QLAB_LSQ_BASELINE_ONLY so that the baseline code is tested on machines that have FMA too.
-// Not under ThreadSanitizer: GCC instruments the clones' ifunc resolver, which the dynamic loader
-// runs before the TSan runtime exists (every binary linking this crashed at load).
-#if defined(__x86_64__) && !defined(QLAB_LSQ_BASELINE_ONLY) && !defined(__SANITIZE_THREAD__)
-#define QLAB_LSQ_TARGET_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define QLAB_LSQ_TARGET_CLONES
-#endif
+// The LSQ backward's per-element loop is compiled for several x86-64 levels (vector_clones.h);
+// the fake_quant_grad_baseline_test target builds the baseline code alone, so that it is tested
+// on machines that have AVX-512 too.
+// dx = mask ? dy : 0 over [begin, end), and 0 also where relu_y (when not null) is <= 0. In place
+// (dx == dy) for weight gradients, hence no __restrict on those two.
+QLAB_VECTOR_CLONES void SteRange(size_t begin, size_t end, const uint8_t* __restrict mask,
+                                 const float* __restrict relu_y, const float* dy, float* dx) {
+  if (relu_y == nullptr) {
+    for (size_t i = begin; i < end; ++i) dx[i] = SelectBits(mask[i] != 0, dy[i], 0.0f);
+  } else {
+    for (size_t i = begin; i < end; ++i) {
+      dx[i] = SelectBits((mask[i] != 0) & (relu_y[i] > 0.0f), dy[i], 0.0f);
+    }
+  }
+}
 
 // Elements [begin, end): writes dx and adds the dscale / dzero_point terms per channel into
 // partial[0, channels) / partial[channels, 2 channels). Terms are summed in element order within
 // each run of one channel's consecutive elements, and each run's sum is added to the channel's
-// slot. std::fma and std::nearbyint are exact operations, so the x86-64-v3 clone (inline FMA and
-// rounding instructions instead of libm calls) gives the same bits as the baseline one.
-QLAB_LSQ_TARGET_CLONES void AccumulateLsqBlock(const LsqBlockArgs& a, size_t begin, size_t end,
+// slot. std::fma and std::nearbyint are exact operations, so the clones (inline FMA and rounding
+// instructions instead of libm calls) give the same bits as the baseline.
+QLAB_VECTOR_CLONES void AccumulateLsqBlock(const LsqBlockArgs& a, size_t begin, size_t end,
                                                double* partial) {
   const float* x = a.x;
   const float* dy = a.dy;
@@ -172,10 +178,14 @@ void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float*
                           pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
       n, kBlock,
-      [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) dx[i] = SelectBits(mask[i] != 0, dy[i], 0.0f);
-      },
-      pool);
+      [&](size_t begin, size_t end) { SteRange(begin, end, mask, nullptr, dy, dx); }, pool);
+}
+
+void FakeQuantSteReluBackward(const uint8_t* mask, const float* relu_y, const float* dy, size_t n,
+                              float* dx, pthreadpool_t pool) {
+  internal::ParallelForRowBlocks(
+      n, kBlock,
+      [&](size_t begin, size_t end) { SteRange(begin, end, mask, relu_y, dy, dx); }, pool);
 }
 
 int32_t LsqForwardZeroPoint(float zero_point, int32_t quant_min, int32_t quant_max) {

@@ -58,6 +58,10 @@ void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& 
 // over fixed blocks on `pool` (may be null).
 void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx,
                           pthreadpool_t pool);
+// FakeQuantSteBackward of a fake quantizer reading a ReLU's output relu_y, then the ReLU's
+// backward, in one pass: dx = (mask && relu_y > 0) ? dy : 0, the same bits as the two passes.
+void FakeQuantSteReluBackward(const uint8_t* mask, const float* relu_y, const float* dy, size_t n,
+                              float* dx, pthreadpool_t pool);
 
 // LSQ's learned parameters: scales[c] and zero_points[c] for c in [0, channels) (one each per
 // tensor), the integer range, and the gradient scale LSQ applies to dscale and dzero_point

@@ -12,16 +12,19 @@
 //      summed dscale / dzero_point within the float summation error of PyTorch's own sum.
 #include "train/ops/fake_quant_grad.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/quantize/quantize.h"
+#include "train/ops/eltwise_grad.h"
 #include "train/ops/ops_test_util.h"
 #include "train/ops/torch_cases.h"
 
@@ -287,6 +290,29 @@ TEST(FakeQuantSteTest, ParallelPassesEqualTheKernels) {
     EXPECT_TRUE(testing::BitIdentical(a.y, want_act.y)) << name;
     EXPECT_TRUE(testing::BitIdentical(a.mask, want_act.mask)) << name;
     ExpectEqualValues(absl::StrCat("dx, ", name), dx, want_dx);
+  }
+}
+
+// The engine's merged backward of a ReLU feeding a fake quantizer equals the two passes.
+TEST(FakeQuantSteTest, SteReluBackwardEqualsSteThenRelu) {
+  std::mt19937 rng(1124);
+  const size_t n = 3 * 8192 + 77;  // several blocks, the last partial
+  std::vector<float> relu_y = testing::UniformFloats(n, -1.0f, 1.0f, rng);
+  for (float& v : relu_y) v = std::max(v, 0.0f);  // half of them exactly 0, as ReLU outputs
+  const std::vector<float> dy = testing::UniformFloats(n, -1.0f, 1.0f, rng);
+  std::vector<uint8_t> mask(n);
+  std::bernoulli_distribution inside(0.8);
+  for (uint8_t& m : mask) m = inside(rng) ? 1 : 0;
+  std::vector<float> ste(n), want(n);
+  FakeQuantSteBackward(mask.data(), dy.data(), n, ste.data(), nullptr);
+  ReluBackward(relu_y.data(), ste.data(), n, want.data(), nullptr);
+  testing::ThreadPools pools;
+  std::vector<std::pair<std::string, pthreadpool_t>> all = {{"no pool", nullptr}};
+  for (const auto& [name, pool] : pools.All()) all.emplace_back(name, pool);
+  for (const auto& [name, pool] : all) {
+    std::vector<float> dx(n, 7.0f);
+    FakeQuantSteReluBackward(mask.data(), relu_y.data(), dy.data(), n, dx.data(), pool);
+    EXPECT_TRUE(testing::BitIdentical(dx, want)) << name;
   }
 }
 

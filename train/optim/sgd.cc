@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "core/status_macros.h"
 #include "kernels/threadpool/pool_flags.h"
+#include "train/ops/vector_clones.h"
 
 namespace qlab::train {
 namespace {
@@ -38,9 +39,10 @@ struct UpdateConstants {
 };
 
 // The update of elements [begin, end) of one parameter: the formula in sgd.h, one rounding per
-// operation (no fused multiply-add).
-void UpdateRange(const UpdateConstants& c, bool apply_weight_decay, const float* grad, float* value,
-                 float* buffer, size_t begin, size_t end) {
+// operation (no fused multiply-add), vectorized by the compiler (vector_clones.h).
+QLAB_VECTOR_CLONES void UpdateRange(const UpdateConstants& c, bool apply_weight_decay,
+                                    const float* __restrict grad, float* __restrict value,
+                                    float* __restrict buffer, size_t begin, size_t end) {
   const float weight_decay = apply_weight_decay ? c.weight_decay : 0.0f;
   for (size_t i = begin; i < end; ++i) {
     float d = grad[i];
