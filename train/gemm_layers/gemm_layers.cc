@@ -317,11 +317,13 @@ void ConvBackwardDataStride1(const ConvLayerShape& shape, const float* w_oihw, c
       packed,
       [&](size_t p, float* panel) {  // panel p: input channels 16 p .. 16 p + 15
         const size_t valid = ValidColumns(packed, p);
-        for (size_t o = 0; o < oc; ++o) {
-          const float* filters = w_oihw + (o * c + p * kFp32PanelColumns) * taps;
-          for (size_t flipped = 0; flipped < taps; ++flipped) {
+        // Row after row of the panel: filter by filter instead wrote `taps` rows oc * 64 bytes
+        // apart at a time, which at 256-512 output channels fall into one L1 set.
+        for (size_t flipped = 0; flipped < taps; ++flipped) {
+          for (size_t o = 0; o < oc; ++o) {
             float* dst = panel + (flipped * oc + o) * kFp32PanelColumns;
-            const float* src = filters + (taps - 1 - flipped);
+            const float* src =
+                w_oihw + (o * c + p * kFp32PanelColumns) * taps + (taps - 1 - flipped);
             for (size_t col = 0; col < valid; ++col) dst[col] = src[col * taps];
             std::fill(dst + valid, dst + kFp32PanelColumns, 0.0f);
           }
