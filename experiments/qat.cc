@@ -123,6 +123,7 @@ nlohmann::json QatConfig::ToJson() const {
           {"recipe", recipe.ToJson()},
           {"lsq", lsq},
           {"lsq_mean_abs_init", lsq_mean_abs_init},
+          {"pact", pact},
           {"first_last_8bit", first_last_8bit},
           {"int8_forward", int8_forward}};
 }
@@ -184,6 +185,7 @@ absl::StatusOr<nlohmann::json> RunQat(const QatConfig& config) {
   train::QatOptions qat_options;
   qat_options.lsq = resolved.lsq;
   qat_options.lsq_mean_abs_init = resolved.lsq_mean_abs_init;
+  qat_options.pact = resolved.pact;
   qat_options.int8_forward = resolved.int8_forward;
   QLAB_ASSIGN_OR_RETURN(std::unique_ptr<train::TrainingEngine> engine,
                         train::TrainingEngine::CreateQat(&prepared, engine_options, qat_options));

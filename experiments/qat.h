@@ -40,6 +40,9 @@ struct QatConfig {
   // LSQ's 2 mean|x| / sqrt(Q_P) initialization instead of the calibrator's ranges
   // (train/training_engine.h QatOptions::lsq_mean_abs_init).
   bool lsq_mean_abs_init = false;
+  // PACT's learned clipping levels for the non-negative activations (train/training_engine.h
+  // QatOptions::pact); not together with lsq.
+  bool pact = false;
   // Below 8 bits: keep the first convolution and the classifier at 8 bits ("8bit" overrides).
   bool first_last_8bit = true;
   // The forward of fake-quantized convolutions on the int8 kernels (train/training_engine.h

@@ -37,6 +37,9 @@ ABSL_FLAG(bool, lsq, false, "learned step size (LSQ) scales instead of observer 
 ABSL_FLAG(bool, lsq_mean_abs_init, false,
           "with --lsq: initialize scales as 2 mean|x| / sqrt(Q_P) (LSQ's rule), not from the "
           "calibrator");
+ABSL_FLAG(bool, pact, false,
+          "PACT: learned clipping levels [0, alpha] for the non-negative activations (the "
+          "others follow their observers); not with --lsq");
 ABSL_FLAG(bool, int8_forward, true,
           "the forward of fake-quantized convolutions on the int8 VNNI kernels (exact integer "
           "sums); false: the fp32 GEMM");
@@ -70,6 +73,7 @@ absl::Status Main() {
   c.recipe = RecipeFromFlags();
   c.lsq = absl::GetFlag(FLAGS_lsq);
   c.lsq_mean_abs_init = absl::GetFlag(FLAGS_lsq_mean_abs_init);
+  c.pact = absl::GetFlag(FLAGS_pact);
   c.first_last_8bit = absl::GetFlag(FLAGS_first_last_8bit);
   c.int8_forward = absl::GetFlag(FLAGS_int8_forward);
   QLAB_ASSIGN_OR_RETURN(const RunFolder folder, RunFolderFromFlags("results/qat/run-"));
@@ -82,7 +86,8 @@ absl::Status Main() {
   const nlohmann::json& r = record["results"];
   std::printf(
       "%s  %s W%dA%d%s  fp32 %.2f %%  PTQ %.2f %%  QAT fake-quant %.2f %%  int8 %.2f %%  -> %s\n",
-      q.model.c_str(), q.quantizer.c_str(), q.weight_bits, q.activation_bits, c.lsq ? " LSQ" : "",
+      q.model.c_str(), q.quantizer.c_str(), q.weight_bits, q.activation_bits,
+      c.lsq ? " LSQ" : (c.pact ? " PACT" : ""),
       100 * r["fp32"]["top1"].get<double>(), 100 * r["ptq_baseline_fake_quant_top1"].get<double>(),
       100 * r["fake_quant"]["top1"].get<double>(), 100 * r["int8"].value("top1", -0.01),
       path.c_str());

@@ -40,6 +40,8 @@ absl::Status NodeError(const Node& node, absl::string_view what) {
 
 // The smallest scale LSQ trains with: an optimizer step can push a scale to or below zero.
 constexpr float kMinLsqScale = 1e-8f;
+// Likewise PACT's smallest clipping level.
+constexpr float kMinPactAlpha = 1e-6f;
 
 // A parameter tensor: a model parameter or batch-norm statistic (PyTorch layout), or an LSQ scale.
 struct Param {
@@ -75,6 +77,7 @@ struct FakeQuant {
   NodeId node = kNoNode;    // the kFakeQuantize node (observer calls name it)
   int lsq_scale = -1;       // LSQ: Param index of the scale (per tensor or per channel)
   int lsq_zero_point = -1;  // LSQ affine schemes: Param index of the (float) zero point
+  int pact_alpha = -1;      // PACT: Param index of the clipping level
   std::vector<uint8_t> mask;
   // The parameters the last forward fake-quantized with (applied_scales empty: it passed the
   // values through): the int8 forward recovers the integer codes with exactly these.
@@ -467,7 +470,8 @@ struct TrainingEngine::Impl {
   void MarkGradientNeeds() {
     for (auto& [id, act] : acts) act.needs_grad = false;
     for (const Step& step : steps) {
-      bool needs = step.weight >= 0 || step.gamma >= 0 || (step.fq && step.fq->lsq_scale >= 0);
+      bool needs = step.weight >= 0 || step.gamma >= 0 ||
+                   (step.fq && (step.fq->lsq_scale >= 0 || step.fq->pact_alpha >= 0));
       for (const NodeId in : step.inputs) needs = needs || acts[in].needs_grad;
       acts[step.node].needs_grad = needs;
     }
@@ -540,7 +544,7 @@ struct TrainingEngine::Impl {
                                 float* y) {
     const ObserverSlot& slot = prepared->slots()[fq.slot];
     const float* x = x_tensor.data<float>();
-    if (observe && !observers_frozen && slot.observe && fq.lsq_scale < 0) {
+    if (observe && !observers_frozen && slot.observe && fq.lsq_scale < 0 && fq.pact_alpha < 0) {
       QLAB_RETURN_IF_ERROR(prepared->Observe(graph.node(fq.node), x_tensor));
       if (qat.lsq && qat.lsq_mean_abs_init && !lsq_initialized) {
         double sum = 0.0;
@@ -558,6 +562,7 @@ struct TrainingEngine::Impl {
       return absl::OkStatus();
     }
     if (fq.lsq_scale >= 0) return LsqForwardStep(fq, x, n, y);
+    if (fq.pact_alpha >= 0) return PactForwardStep(fq, x, n, y);
     QLAB_ASSIGN_OR_RETURN(const QuantParams q, CurrentQParams(fq));
     fq.applied_scales.assign(q.scales.begin(), q.scales.end());
     fq.applied_zero_points.assign(q.zero_points.begin(), q.zero_points.end());
@@ -576,8 +581,10 @@ struct TrainingEngine::Impl {
   }
 
   absl::Status LsqForwardStep(FakeQuant& fq, const float* x, size_t n, float* y);
+  absl::Status PactForwardStep(FakeQuant& fq, const float* x, size_t n, float* y);
   void LsqBackwardStep(FakeQuant& fq, const float* x, const float* dy, size_t n, float* dx);
   absl::Status InitializeLsq();
+  absl::Status InitializePact();
   absl::Status MeanAbsInit(const Step& step, const FakeQuant& fq, const QuantParams& q,
                            float* scales, float* zero_points);
 
@@ -1014,6 +1021,18 @@ struct TrainingEngine::Impl {
           });
           break;
         case OpKind::kFakeQuantize:
+          if (step.fq->pact_alpha >= 0) {
+            Param& alpha = params[step.fq->pact_alpha];
+            double dalpha = 0.0;
+            auto pact = [&](float* dx) { PactBackward(x, dy, n, alpha.v()[0], dx, &dalpha, pool); };
+            if (in.needs_grad) {
+              EmitGrad(x_id, pact);
+            } else {
+              pact(grad_scratch.data<float>());  // no input gradient: alpha still learns
+            }
+            alpha.g()[0] += static_cast<float>(dalpha);
+            break;
+          }
           if (step.fq->lsq_scale < 0 && step.relu_step >= 0) {
             Step& relu = steps[step.relu_step];
             EmitGrad(relu.inputs[0], [&](float* dx) {
@@ -1136,6 +1155,33 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
   return absl::OkStatus();
 }
 
+absl::Status TrainingEngine::Impl::InitializePact() {
+  absl::flat_hash_map<int, int> alpha_of_slot;
+  for (Step& step : steps) {
+    if (!step.fq.has_value()) continue;  // activations only
+    FakeQuant& fq = *step.fq;
+    if (!alpha_of_slot.contains(fq.slot)) {
+      if (!prepared->slots()[fq.slot].fake_quantize) continue;
+      QLAB_ASSIGN_OR_RETURN(const QuantParams q, prepared->SlotQParams(fq.slot));
+      // PACT's range [0, alpha]: for values the calibration saw non-negative only.
+      if (q.scales.size() != 1 || q.zero_points[0] != q.quant_min) continue;
+      Param alpha;
+      alpha.name = absl::StrCat(graph.node(fq.node).name, ".alpha");
+      alpha.shape = {1};
+      QLAB_ASSIGN_OR_RETURN(alpha.value, Tensor::Create(DType::kFloat32, alpha.shape));
+      QLAB_ASSIGN_OR_RETURN(alpha.grad, Tensor::Create(DType::kFloat32, alpha.shape));
+      alpha.v()[0] = q.scales[0] * static_cast<float>(q.quant_max - q.quant_min);
+      alpha.trainable = true;
+      params.push_back(std::move(alpha));
+      alpha_of_slot[fq.slot] = static_cast<int>(params.size()) - 1;
+    }
+    fq.pact_alpha = alpha_of_slot[fq.slot];
+  }
+  lsq_initialized = true;
+  MarkGradientNeeds();
+  return absl::OkStatus();
+}
+
 namespace {
 
 // The slot's integer range.
@@ -1165,6 +1211,23 @@ absl::Status TrainingEngine::Impl::LsqForwardStep(FakeQuant& fq, const float* x,
   } else {
     LsqPerChannelForward(x, kernels::ChannelDims{1, scale.size(), n / scale.size()}, p, y, pool);
   }
+  return absl::OkStatus();
+}
+
+// PACT's forward: [0, alpha] quantized with scale alpha / (quant_max - quant_min), zero point
+// quant_min.
+absl::Status TrainingEngine::Impl::PactForwardStep(FakeQuant& fq, const float* x, size_t n,
+                                                   float* y) {
+  float& alpha = params[fq.pact_alpha].v()[0];
+  alpha = std::max(alpha, kMinPactAlpha);  // an optimizer step may push it to <= 0
+  const auto [qmin, qmax] = SlotRange(*prepared, fq.slot);
+  const float scale = alpha / static_cast<float>(qmax - qmin);
+  fq.applied_scales.assign(1, scale);
+  fq.applied_zero_points.assign(1, qmin);
+  fq.applied_min = qmin;
+  fq.applied_max = qmax;
+  ParallelFakeQuantize(x, n, kernels::AffineParams{scale, qmin, qmin, qmax}, y, fq.mask.data(),
+                       pool);
   return absl::OkStatus();
 }
 
@@ -1220,6 +1283,9 @@ absl::StatusOr<std::unique_ptr<TrainingEngine>> TrainingEngine::CreateQat(
   if (prepared == nullptr || !prepared->is_qat()) {
     return absl::InvalidArgumentError("training: CreateQat needs a PrepareQat model");
   }
+  if (qat.lsq && qat.pact) {
+    return absl::InvalidArgumentError("training: QatOptions.lsq and .pact exclude each other");
+  }
   if (options.threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("training: threads must be >= 1, got ", options.threads));
@@ -1271,9 +1337,10 @@ absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardImpl(const Tensor& imag
                                                      i, " is outside [0, ", logits.c, ")"));
     }
   }
-  if (impl.qat.lsq && !impl.lsq_initialized) {
-    return absl::FailedPreconditionError(
-        "training: LSQ scales are not initialized: Calibrate, then InitializeLearnedScales");
+  if ((impl.qat.lsq || impl.qat.pact) && !impl.lsq_initialized) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "training: ", impl.qat.lsq ? "LSQ scales" : "PACT clipping levels",
+        " are not initialized: Calibrate, then InitializeLearnedScales"));
   }
   if (teacher_logits != nullptr && (teacher_logits->dtype() != DType::kFloat32 ||
                                     teacher_logits->shape() != Shape{logits.n, logits.c})) {
@@ -1317,8 +1384,8 @@ absl::Status TrainingEngine::Calibrate(const Tensor& images) {
 }
 
 absl::Status TrainingEngine::InitializeLearnedScales() {
-  if (!impl_->qat.lsq || impl_->lsq_initialized) return absl::OkStatus();
-  QLAB_RETURN_IF_ERROR(impl_->InitializeLsq());
+  if (!(impl_->qat.lsq || impl_->qat.pact) || impl_->lsq_initialized) return absl::OkStatus();
+  QLAB_RETURN_IF_ERROR(impl_->qat.lsq ? impl_->InitializeLsq() : impl_->InitializePact());
   impl_->CollectTrainable(trainable_);
   return absl::OkStatus();
 }
@@ -1385,6 +1452,16 @@ absl::Status TrainingEngine::WriteBackQat() {
   Impl& impl = *impl_;
   if (impl.prepared == nullptr) {
     return absl::FailedPreconditionError("training: WriteBackQat on an FP32 engine");
+  }
+  // PACT: pin each slot to its learned range [0, alpha], as the forward quantized it.
+  for (const Step& step : impl.steps) {
+    if (!step.fq.has_value() || step.fq->pact_alpha < 0) continue;
+    QLAB_ASSIGN_OR_RETURN(QuantParams q, impl.prepared->SlotQParams(step.fq->slot));
+    const float alpha = std::max(impl.params[step.fq->pact_alpha].v()[0], kMinPactAlpha);
+    q.scales[0] = alpha / static_cast<float>(q.quant_max - q.quant_min);
+    q.zero_points[0] = q.quant_min;
+    QLAB_RETURN_IF_ERROR(q.Validate());
+    impl.prepared->mutable_slot(step.fq->slot).learned = std::move(q);
   }
   // LSQ: pin each slot to its learned parameters (zero points rounded as LSQ's forward does).
   for (const Step& step : impl.steps) {

@@ -74,6 +74,12 @@ struct QatOptions {
   // tensor for activations, from the Calibrate passes), zero point at the bottom of the range for
   // affine schemes (x = 0 maps to quant_min), 0 for symmetric ones. Q_P = quant_max - zero point.
   bool lsq_mean_abs_init = false;
+  // PACT (Choi et al., 2018): every activation fake quantizer whose calibrated range starts at 0
+  // (zero point at quant_min: post-ReLU values) quantizes [0, alpha] with its clipping level alpha
+  // a trained parameter ("<slot name>.alpha"), initialized to the top of the calibrated range;
+  // backward as train/ops/fake_quant_grad.h's PactBackward. Other fake quantizers (weights,
+  // signed activations) keep following their observers. Not together with lsq.
+  bool pact = false;
   // The forward of every convolution whose input is the output of a per-tensor fake quantizer of
   // at most 256 levels (signed ranges shifted to unsigned codes, the zero point with them) and
   // whose weight is fake-quantized symmetric to [-128, 127] (per channel or per tensor) runs on
@@ -91,8 +97,8 @@ struct QatOptions {
   bool check_int8_forward = false;
 };
 
-// A trained tensor: a model parameter (state_dict name and PyTorch shape) or an LSQ scale
-// ("<slot name>.scale", "<slot name>.zero_point"). value/grad point into the engine and stay
+// A trained tensor: a model parameter (state_dict name and PyTorch shape), an LSQ scale
+// ("<slot name>.scale", "<slot name>.zero_point") or a PACT clipping level ("<slot name>.alpha"). value/grad point into the engine and stay
 // valid for its lifetime.
 struct TrainableParameter {
   std::string name;
@@ -150,9 +156,10 @@ class TrainingEngine {
   // to give them ranges before training (and LSQ its initial scales).
   absl::Status Calibrate(const Tensor& images);
   // LSQ: turns every fake-quantized slot's current parameters (from its calibrated observer) into
-  // trained scale (and, for affine schemes, zero-point) parameters, appended to parameters().
+  // trained scale (and, for affine schemes, zero-point) parameters, appended to parameters();
+  // PACT: the clipping levels of the activation slots it applies to, likewise.
   // Call after Calibrate and before handing parameters() to the optimizer. FailedPrecondition
-  // naming the slot when an observer has seen nothing; a no-op outside LSQ mode or when done.
+  // naming the slot when an observer has seen nothing; a no-op outside LSQ and PACT or when done.
   absl::Status InitializeLearnedScales();
 
   std::vector<TrainableParameter>& parameters() { return trainable_; }
@@ -185,7 +192,7 @@ class TrainingEngine {
   // QAT: writes the trained parameters into the prepared model's graph, folds each QAT
   // conv -> batch_norm pair into the convolution (weight * gamma / sqrt(running_var + eps), bias
   // as FoldBatchNorm), re-observes the folded weights when the slots follow observers, and in
-  // LSQ mode pins every slot to its learned parameters. Afterwards Convert(prepared) gives the
+  // LSQ and PACT modes pin every learned slot to its learned parameters. Afterwards Convert(prepared) gives the
   // Q/DQ reference model of the trained network. The engine must not be used after this.
   absl::Status WriteBackQat();
 

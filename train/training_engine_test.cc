@@ -445,6 +445,99 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
   EXPECT_EQ(q->quant_max, 255);  // x86 activations: uint8
 }
 
+// PACT: the clipping levels of the non-negative activations train (the loss falls, they move) and
+// WriteBackQat pins their slots to [0, alpha].
+TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
+  const Graph model = MakeModel("resnet20", 8, 12);
+  auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
+  ASSERT_TRUE(quantizer.ok()) << quantizer.status();
+  (*quantizer)->set_qat(true);
+  auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  QatOptions both;
+  both.lsq = both.pact = true;
+  EXPECT_EQ(TrainingEngine::CreateQat(&*prepared, {}, both).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  QatOptions pact;
+  pact.pact = true;
+  auto engine = TrainingEngine::CreateQat(&*prepared, {}, pact);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const Tensor images = RandomImages(16, 8, 43);
+  const std::vector<int> labels = RandomLabels(16, 10, 44);
+  EXPECT_EQ((*engine)->ForwardBackward(images, labels).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*engine)->Calibrate(images).ok());
+  ASSERT_TRUE((*engine)->InitializeLearnedScales().ok());
+  // Each clipping level starts at the top of its slot's calibrated range. This random-init
+  // model's running statistics leave the calibration (evaluation mode) ranges far wider than
+  // training-mode activations (batch-normalized, ~N(0, 1) before the ReLU), so the levels are
+  // then set to 3, where those activations are clipped now and then, for alpha to get gradients.
+  std::map<std::string, float> initial;
+  for (const TrainableParameter& p : (*engine)->parameters()) {
+    if (!absl::EndsWith(p.name, ".alpha")) continue;
+    auto fq = prepared->graph().FindNode(p.name.substr(0, p.name.size() - 6));
+    ASSERT_TRUE(fq.ok()) << fq.status();
+    auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+    ASSERT_TRUE(q.ok()) << q.status();
+    EXPECT_EQ(q->zero_points[0], q->quant_min) << p.name;
+    EXPECT_EQ(p.value[0], q->scales[0] * static_cast<float>(q->quant_max - q->quant_min))
+        << p.name;
+    p.value[0] = 3.0f;
+    initial[p.name] = p.value[0];
+  }
+  ASSERT_FALSE(initial.empty());
+  // Only the non-negative activations: the x86 quantizer's conv outputs feeding an add are
+  // signed and keep their observers.
+  size_t activation_slots = 0;
+  const Graph& graph = prepared->graph();
+  for (NodeId id = 0; id < graph.num_nodes(); ++id) {
+    const Node& node = graph.node(id);
+    if (node.op == OpKind::kFakeQuantize && graph.node(node.inputs[0]).op != OpKind::kParameter) {
+      ++activation_slots;
+    }
+  }
+  EXPECT_LT(initial.size(), activation_slots);
+  double first_loss = 0, last_loss = 0;
+  for (int step = 0; step < 12; ++step) {
+    auto stats = (*engine)->ForwardBackward(images, labels);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (step == 0) {
+      first_loss = stats->loss;
+      int with_gradient = 0;
+      for (const TrainableParameter& p : (*engine)->parameters()) {
+        if (initial.count(p.name) == 0) continue;
+        EXPECT_TRUE(std::isfinite(p.grad[0])) << p.name;
+        with_gradient += p.grad[0] != 0.0f;
+      }
+      EXPECT_GT(with_gradient, 0);
+    }
+    last_loss = stats->loss;
+    for (TrainableParameter& p : (*engine)->parameters()) {
+      for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
+    }
+  }
+  EXPECT_LT(last_loss, 0.8 * first_loss);
+  int moved = 0;
+  std::string name;
+  float alpha = 0;
+  for (const TrainableParameter& p : (*engine)->parameters()) {
+    auto it = initial.find(p.name);
+    if (it == initial.end()) continue;
+    moved += p.value[0] != it->second;
+    name = p.name;
+    alpha = p.value[0];
+  }
+  EXPECT_GT(moved, 0);
+  const absl::Status written = (*engine)->WriteBackQat();
+  ASSERT_TRUE(written.ok()) << written;
+  auto fq = prepared->graph().FindNode(name.substr(0, name.size() - 6));
+  ASSERT_TRUE(fq.ok()) << fq.status();
+  auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->zero_points[0], q->quant_min);
+  EXPECT_EQ(q->scales[0], alpha / static_cast<float>(q->quant_max - q->quant_min));
+}
+
 }  // namespace
 }  // namespace qlab::train
 

@@ -58,13 +58,25 @@ QLAB_VECTOR_CLONES void SteRange(size_t begin, size_t end, const uint8_t* __rest
   }
 }
 
+// Elements [begin, end) of PactBackward: writes dx, returns the sum of dy where x >= alpha.
+QLAB_VECTOR_CLONES double PactRange(size_t begin, size_t end, const float* __restrict x,
+                                    const float* __restrict dy, float alpha, float* __restrict dx) {
+  double clipped = 0.0;
+  for (size_t i = begin; i < end; ++i) {
+    const bool above = x[i] >= alpha;
+    dx[i] = SelectBits((x[i] >= 0.0f) & !above, dy[i], 0.0f);
+    clipped += above ? static_cast<double>(dy[i]) : 0.0;
+  }
+  return clipped;
+}
+
 // Elements [begin, end): writes dx and adds the dscale / dzero_point terms per channel into
 // partial[0, channels) / partial[channels, 2 channels). Terms are summed in element order within
 // each run of one channel's consecutive elements, and each run's sum is added to the channel's
 // slot. std::fma and std::nearbyint are exact operations, so the clones (inline FMA and rounding
 // instructions instead of libm calls) give the same bits as the baseline.
 QLAB_VECTOR_CLONES void AccumulateLsqBlock(const LsqBlockArgs& a, size_t begin, size_t end,
-                                               double* partial) {
+                                           double* partial) {
   const float* x = a.x;
   const float* dy = a.dy;
   float* dx = a.dx;
@@ -152,11 +164,11 @@ void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& 
         dims.channels, channels_per_task,
         [&](size_t begin, size_t end) {
           const size_t offset = begin * dims.inner;
-          kernels::FakeQuantizePerChannel(
-              x + offset, kernels::ChannelDims{1, end - begin, dims.inner},
-              {params.scales + begin, params.zero_points + begin, params.quant_min,
-               params.quant_max},
-              y + offset, mask != nullptr ? mask + offset : nullptr);
+          kernels::FakeQuantizePerChannel(x + offset,
+                                          kernels::ChannelDims{1, end - begin, dims.inner},
+                                          {params.scales + begin, params.zero_points + begin,
+                                           params.quant_min, params.quant_max},
+                                          y + offset, mask != nullptr ? mask + offset : nullptr);
         },
         pool);
     return;
@@ -168,8 +180,8 @@ void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& 
       dims.outer, slabs_per_task,
       [&](size_t begin, size_t end) {
         kernels::FakeQuantizePerChannel(
-            x + begin * slab, kernels::ChannelDims{end - begin, dims.channels, dims.inner},
-            params, y + begin * slab, mask != nullptr ? mask + begin * slab : nullptr);
+            x + begin * slab, kernels::ChannelDims{end - begin, dims.channels, dims.inner}, params,
+            y + begin * slab, mask != nullptr ? mask + begin * slab : nullptr);
       },
       pool);
 }
@@ -177,15 +189,25 @@ void ParallelFakeQuantizePerChannel(const float* x, const kernels::ChannelDims& 
 void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float* dx,
                           pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
-      n, kBlock,
-      [&](size_t begin, size_t end) { SteRange(begin, end, mask, nullptr, dy, dx); }, pool);
+      n, kBlock, [&](size_t begin, size_t end) { SteRange(begin, end, mask, nullptr, dy, dx); },
+      pool);
 }
 
 void FakeQuantSteReluBackward(const uint8_t* mask, const float* relu_y, const float* dy, size_t n,
                               float* dx, pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
-      n, kBlock,
-      [&](size_t begin, size_t end) { SteRange(begin, end, mask, relu_y, dy, dx); }, pool);
+      n, kBlock, [&](size_t begin, size_t end) { SteRange(begin, end, mask, relu_y, dy, dx); },
+      pool);
+}
+
+void PactBackward(const float* x, const float* dy, size_t n, float alpha, float* dx, double* dalpha,
+                  pthreadpool_t pool) {
+  internal::BlockedSums(
+      n, kBlock, 1,
+      [&](size_t begin, size_t end, double* sum) {
+        *sum += PactRange(begin, end, x, dy, alpha, dx);
+      },
+      dalpha, pool);
 }
 
 int32_t LsqForwardZeroPoint(float zero_point, int32_t quant_min, int32_t quant_max) {

@@ -63,6 +63,16 @@ void FakeQuantSteBackward(const uint8_t* mask, const float* dy, size_t n, float*
 void FakeQuantSteReluBackward(const uint8_t* mask, const float* relu_y, const float* dy, size_t n,
                               float* dx, pthreadpool_t pool);
 
+// PACT (Choi et al., 2018, "PACT: Parameterized Clipping Activation for Quantized Neural
+// Networks"): an activation is clipped to [0, alpha] with alpha a trained parameter, then
+// quantized uniformly over that range (scale alpha / (quant_max - quant_min), zero point
+// quant_min: the caller fake-quantizes with those). Backward with the straight-through estimator
+// through the rounding, as in the paper: dx = dy where 0 <= x < alpha, else 0; dalpha = the sum
+// of dy where x >= alpha (in double: fixed blocks of elements added in block order, so the same
+// bits for any pool). *dalpha is overwritten.
+void PactBackward(const float* x, const float* dy, size_t n, float alpha, float* dx,
+                  double* dalpha, pthreadpool_t pool);
+
 // LSQ's learned parameters: scales[c] and zero_points[c] for c in [0, channels) (one each per
 // tensor), the integer range, and the gradient scale LSQ applies to dscale and dzero_point
 // (1 / sqrt(numel * quant_max) in the paper; chosen by the caller; unused by the forward).

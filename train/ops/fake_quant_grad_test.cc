@@ -316,6 +316,51 @@ TEST(FakeQuantSteTest, SteReluBackwardEqualsSteThenRelu) {
   }
 }
 
+// PACT's backward by hand: alpha = 2. x = -0.5 (clipped to 0): dx = 0; x = 0 and x = 1.9
+// (inside): dx = dy; x = 2 and x = 7 (clipped to alpha): dx = 0 and dalpha += dy.
+TEST(PactTest, HandComputedBackward) {
+  const std::vector<float> x = {-0.5f, 0.0f, 1.9f, 2.0f, 7.0f};
+  const std::vector<float> dy = {1.0f, 2.0f, 3.0f, 0.25f, 0.5f};
+  std::vector<float> dx(x.size(), -1.0f);
+  double dalpha = 99.0;  // overwritten
+  PactBackward(x.data(), dy.data(), x.size(), 2.0f, dx.data(), &dalpha, nullptr);
+  EXPECT_EQ(dx, (std::vector<float>{0.0f, 2.0f, 3.0f, 0.0f, 0.0f}));
+  EXPECT_EQ(dalpha, 0.75);
+}
+
+// On several blocks: dx element by element and dalpha against a plain double loop (the blocked
+// sum adds the same terms in another order: within 1e-12 of their absolute sum), and the same
+// bits for any pool.
+TEST(PactTest, BlocksMatchALoopForAnyPool) {
+  std::mt19937 rng(1125);
+  const size_t n = 5 * 8192 + 31;
+  const std::vector<float> x = testing::UniformFloats(n, -1.0f, 3.0f, rng);
+  const std::vector<float> dy = testing::UniformFloats(n, -1.0f, 1.0f, rng);
+  const float alpha = 1.7f;
+  std::vector<float> want_dx(n);
+  double want_dalpha = 0.0, magnitude = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    want_dx[i] = (x[i] >= 0.0f && x[i] < alpha) ? dy[i] : 0.0f;
+    if (x[i] >= alpha) {
+      want_dalpha += dy[i];
+      magnitude += std::fabs(dy[i]);
+    }
+  }
+  std::vector<float> base_dx(n);
+  double base_dalpha = 0.0;
+  PactBackward(x.data(), dy.data(), n, alpha, base_dx.data(), &base_dalpha, nullptr);
+  EXPECT_TRUE(testing::BitIdentical(base_dx, want_dx));
+  EXPECT_NEAR(base_dalpha, want_dalpha, 1e-12 * magnitude);
+  testing::ThreadPools pools;
+  for (const auto& [name, pool] : pools.All()) {
+    std::vector<float> dx(n);
+    double dalpha = 0.0;
+    PactBackward(x.data(), dy.data(), n, alpha, dx.data(), &dalpha, pool);
+    EXPECT_TRUE(testing::BitIdentical(dx, base_dx)) << name;
+    EXPECT_EQ(dalpha, base_dalpha) << name;
+  }
+}
+
 TEST(FakeQuantGradTorchTest, MatchesPyTorch) {
   auto cases = testing::RunTorchCases("fake_quant");
   ASSERT_TRUE(cases.ok()) << cases.status();
