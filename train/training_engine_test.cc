@@ -8,12 +8,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "models/resnet.h"
 #include "models/safetensors.h"
@@ -371,15 +374,50 @@ TEST(TrainingEngineQatTest, FewStepsLowerTheLossAndMoveTheScales) {
 namespace qlab::train {
 namespace {
 
+// The LSQ and PACT tests' model: a small ResNet20 prepared for QAT by the x86 quantizer with
+// min-max observers.
+absl::StatusOr<PreparedModel> X86MinMaxQatModel() {
+  const Graph model = MakeModel("resnet20", 8, 12);
+  QLAB_ASSIGN_OR_RETURN(std::unique_ptr<BackendQuantizer> quantizer,
+                        BackendQuantizer::Create(Backend::kX86, "minmax"));
+  quantizer->set_qat(true);
+  return PrepareWith(model, *quantizer, /*qat=*/true);
+}
+
+// `steps` plain SGD steps (lr 0.02) on one batch, with `after_first` called on the parameters
+// after the first step's backward; *first and *last get the first and last losses.
+void TrainOnOneBatch(TrainingEngine& engine, const Tensor& images, const std::vector<int>& labels,
+                     int steps,
+                     const std::function<void(const std::vector<TrainableParameter>&)>& after_first,
+                     double* first, double* last) {
+  for (int step = 0; step < steps; ++step) {
+    auto stats = engine.ForwardBackward(images, labels);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    if (step == 0) {
+      *first = stats->loss;
+      after_first(engine.parameters());
+    }
+    *last = stats->loss;
+    for (TrainableParameter& p : engine.parameters()) {
+      for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
+    }
+  }
+}
+
+// The parameters of the slot whose fake-quantize node a learned parameter is named after
+// ("<node>" + suffix).
+absl::StatusOr<QuantParams> LearnedSlot(const PreparedModel& prepared, const std::string& name,
+                                        const std::string& suffix) {
+  QLAB_ASSIGN_OR_RETURN(const NodeId fq,
+                        prepared.graph().FindNode(name.substr(0, name.size() - suffix.size())));
+  return prepared.SlotQParams(prepared.graph().node(fq).attr<ObserverAttrs>().slot);
+}
+
 // LSQ (x86's 8-bit formats): calibrate, turn the calibrated parameters into trained scales, take a
 // few steps (loss falls, scales move), write back (the slots return the learned scales) and
 // convert.
 TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
-  const Graph model = MakeModel("resnet20", 8, 12);
-  auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
-  ASSERT_TRUE(quantizer.ok()) << quantizer.status();
-  (*quantizer)->set_qat(true);
-  auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+  auto prepared = X86MinMaxQatModel();
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   QatOptions lsq;
   lsq.lsq = true;
@@ -400,24 +438,19 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
   EXPECT_GT((*engine)->parameters().size(), before);
   ASSERT_FALSE(initial.empty());
   double first_loss = 0, last_loss = 0;
-  for (int step = 0; step < 12; ++step) {
-    auto stats = (*engine)->ForwardBackward(images, labels);
-    ASSERT_TRUE(stats.ok()) << stats.status();
-    if (step == 0) {
-      first_loss = stats->loss;
-      // Every learned scale receives a gradient, the image's fake quantizer's too: its gradient
-      // needs the first convolution's input gradient, which training without LSQ skips.
-      for (const TrainableParameter& p : (*engine)->parameters()) {
-        if (initial.count(p.name) == 0) continue;
-        EXPECT_TRUE(std::any_of(p.grad, p.grad + p.size, [](float g) { return g != 0.0f; }))
-            << p.name;
-      }
-    }
-    last_loss = stats->loss;
-    for (TrainableParameter& p : (*engine)->parameters()) {
-      for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
-    }
-  }
+  TrainOnOneBatch(
+      **engine, images, labels, 12,
+      [&](const std::vector<TrainableParameter>& parameters) {
+        // Every learned scale receives a gradient, the image's fake quantizer's too: its
+        // gradient needs the first convolution's input gradient, which training without LSQ
+        // skips.
+        for (const TrainableParameter& p : parameters) {
+          if (initial.count(p.name) == 0) continue;
+          EXPECT_TRUE(std::any_of(p.grad, p.grad + p.size, [](float g) { return g != 0.0f; }))
+              << p.name;
+        }
+      },
+      &first_loss, &last_loss);
   EXPECT_LT(last_loss, 0.8 * first_loss);
   int moved = 0;
   float learned_scale = 0;
@@ -436,10 +469,7 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
   const absl::Status written = (*engine)->WriteBackQat();
   ASSERT_TRUE(written.ok()) << written;
   // The slot of that fake-quantize node now reports the learned scale.
-  const std::string node = learned_name.substr(0, learned_name.size() - 6);
-  auto fq = prepared->graph().FindNode(node);
-  ASSERT_TRUE(fq.ok()) << fq.status();
-  auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+  auto q = LearnedSlot(*prepared, learned_name, ".scale");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(q->scales[0], learned_scale);
   EXPECT_EQ(q->quant_max, 255);  // x86 activations: uint8
@@ -448,11 +478,7 @@ TEST(TrainingEngineQatTest, LsqScalesTrainAndReachConvert) {
 // PACT: the clipping levels of the non-negative activations train (the loss falls, they move) and
 // WriteBackQat pins their slots to [0, alpha].
 TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
-  const Graph model = MakeModel("resnet20", 8, 12);
-  auto quantizer = BackendQuantizer::Create(Backend::kX86, "minmax");
-  ASSERT_TRUE(quantizer.ok()) << quantizer.status();
-  (*quantizer)->set_qat(true);
-  auto prepared = PrepareWith(model, **quantizer, /*qat=*/true);
+  auto prepared = X86MinMaxQatModel();
   ASSERT_TRUE(prepared.ok()) << prepared.status();
   QatOptions both;
   both.lsq = both.pact = true;
@@ -475,13 +501,10 @@ TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
   std::map<std::string, float> initial;
   for (const TrainableParameter& p : (*engine)->parameters()) {
     if (!absl::EndsWith(p.name, ".alpha")) continue;
-    auto fq = prepared->graph().FindNode(p.name.substr(0, p.name.size() - 6));
-    ASSERT_TRUE(fq.ok()) << fq.status();
-    auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+    auto q = LearnedSlot(*prepared, p.name, ".alpha");
     ASSERT_TRUE(q.ok()) << q.status();
     EXPECT_EQ(q->zero_points[0], q->quant_min) << p.name;
-    EXPECT_EQ(p.value[0], q->scales[0] * static_cast<float>(q->quant_max - q->quant_min))
-        << p.name;
+    EXPECT_EQ(p.value[0], q->scales[0] * static_cast<float>(q->quant_max - q->quant_min)) << p.name;
     p.value[0] = 3.0f;
     initial[p.name] = p.value[0];
   }
@@ -498,24 +521,18 @@ TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
   }
   EXPECT_LT(initial.size(), activation_slots);
   double first_loss = 0, last_loss = 0;
-  for (int step = 0; step < 12; ++step) {
-    auto stats = (*engine)->ForwardBackward(images, labels);
-    ASSERT_TRUE(stats.ok()) << stats.status();
-    if (step == 0) {
-      first_loss = stats->loss;
-      int with_gradient = 0;
-      for (const TrainableParameter& p : (*engine)->parameters()) {
-        if (initial.count(p.name) == 0) continue;
-        EXPECT_TRUE(std::isfinite(p.grad[0])) << p.name;
-        with_gradient += p.grad[0] != 0.0f;
-      }
-      EXPECT_GT(with_gradient, 0);
-    }
-    last_loss = stats->loss;
-    for (TrainableParameter& p : (*engine)->parameters()) {
-      for (size_t i = 0; i < p.size; ++i) p.value[i] -= 0.02f * p.grad[i];
-    }
-  }
+  TrainOnOneBatch(
+      **engine, images, labels, 12,
+      [&](const std::vector<TrainableParameter>& parameters) {
+        int with_gradient = 0;
+        for (const TrainableParameter& p : parameters) {
+          if (initial.count(p.name) == 0) continue;
+          EXPECT_TRUE(std::isfinite(p.grad[0])) << p.name;
+          with_gradient += p.grad[0] != 0.0f;
+        }
+        EXPECT_GT(with_gradient, 0);
+      },
+      &first_loss, &last_loss);
   EXPECT_LT(last_loss, 0.8 * first_loss);
   int moved = 0;
   std::string name;
@@ -530,9 +547,7 @@ TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
   EXPECT_GT(moved, 0);
   const absl::Status written = (*engine)->WriteBackQat();
   ASSERT_TRUE(written.ok()) << written;
-  auto fq = prepared->graph().FindNode(name.substr(0, name.size() - 6));
-  ASSERT_TRUE(fq.ok()) << fq.status();
-  auto q = prepared->SlotQParams(prepared->graph().node(*fq).attr<ObserverAttrs>().slot);
+  auto q = LearnedSlot(*prepared, name, ".alpha");
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_EQ(q->zero_points[0], q->quant_min);
   EXPECT_EQ(q->scales[0], alpha / static_cast<float>(q->quant_max - q->quant_min));
