@@ -191,9 +191,11 @@ class TrainingEngine {
 
   // QAT: writes the trained parameters into the prepared model's graph, folds each QAT
   // conv -> batch_norm pair into the convolution (weight * gamma / sqrt(running_var + eps), bias
-  // as FoldBatchNorm), re-observes the folded weights when the slots follow observers, and in
-  // LSQ and PACT modes pin every learned slot to its learned parameters. Afterwards Convert(prepared) gives the
-  // Q/DQ reference model of the trained network. The engine must not be used after this.
+  // as FoldBatchNorm), feeds the folded weights to the weight observers when the slots follow
+  // observers (unless frozen; what they saw in training is kept, as PyTorch's convert does), and
+  // in LSQ and PACT modes pins every learned slot to its learned parameters. Afterwards
+  // Convert(prepared) gives the Q/DQ reference model of the trained network. The engine must not
+  // be used after this.
   absl::Status WriteBackQat();
 
  private:

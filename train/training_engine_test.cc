@@ -553,6 +553,47 @@ TEST(TrainingEngineQatTest, PactClippingLevelsTrainAndReachConvert) {
   EXPECT_EQ(q->scales[0], alpha / static_cast<float>(q->quant_max - q->quant_min));
 }
 
+// WriteBackQat keeps the weight ranges training used: an observer-driven weight slot (x86:
+// per-channel min-max, which widens over the steps) gets the folded weights on top of what it
+// saw, so no channel's scale shrinks. (Resetting it first gave the final weights' ranges alone:
+// another grid than the one the network was trained with.)
+TEST(TrainingEngineQatTest, WriteBackKeepsTheWeightRangesTrainingUsed) {
+  auto prepared = X86MinMaxQatModel();
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  auto engine = TrainingEngine::CreateQat(&*prepared, {}, {});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const Tensor images = RandomImages(16, 8, 45);
+  const std::vector<int> labels = RandomLabels(16, 10, 46);
+  ASSERT_TRUE((*engine)->Calibrate(images).ok());
+  double first_loss = 0, last_loss = 0;
+  TrainOnOneBatch(
+      **engine, images, labels, 8, [](const std::vector<TrainableParameter>&) {}, &first_loss,
+      &last_loss);
+  const Graph& graph = prepared->graph();
+  std::map<int, std::vector<float>> trained_scales;  // weight slot -> per-channel scales
+  for (NodeId id = 0; id < graph.num_nodes(); ++id) {
+    const Node& node = graph.node(id);
+    if (node.op != OpKind::kFakeQuantize || graph.node(node.inputs[0]).op != OpKind::kParameter) {
+      continue;
+    }
+    const int slot = node.attr<ObserverAttrs>().slot;
+    auto q = prepared->SlotQParams(slot);
+    ASSERT_TRUE(q.ok()) << q.status();
+    trained_scales[slot] = q->scales;
+  }
+  ASSERT_FALSE(trained_scales.empty());
+  const absl::Status written = (*engine)->WriteBackQat();
+  ASSERT_TRUE(written.ok()) << written;
+  for (const auto& [slot, scales] : trained_scales) {
+    auto q = prepared->SlotQParams(slot);
+    ASSERT_TRUE(q.ok()) << q.status();
+    ASSERT_EQ(q->scales.size(), scales.size());
+    for (size_t c = 0; c < scales.size(); ++c) {
+      EXPECT_GE(q->scales[c], scales[c]) << "slot " << slot << " channel " << c;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace qlab::train
 
