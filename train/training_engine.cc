@@ -172,7 +172,7 @@ struct TrainingEngine::Impl {
   Tensor grad_scratch;  // for accumulating a second gradient into an activation
   bool observers_frozen = false;
   bool bn_frozen = false;
-  bool lsq_initialized = false;
+  bool learned_initialized = false;  // InitializeLearnedScales ran (LSQ or PACT)
   // LSQ's mean-|x| initialization: sum |x| and element count per activation slot, from the
   // Calibrate passes.
   absl::flat_hash_map<int, std::pair<double, int64_t>> abs_sums;
@@ -546,7 +546,7 @@ struct TrainingEngine::Impl {
     const float* x = x_tensor.data<float>();
     if (observe && !observers_frozen && slot.observe && fq.lsq_scale < 0 && fq.pact_alpha < 0) {
       QLAB_RETURN_IF_ERROR(prepared->Observe(graph.node(fq.node), x_tensor));
-      if (qat.lsq && qat.lsq_mean_abs_init && !lsq_initialized) {
+      if (qat.lsq && qat.lsq_mean_abs_init && !learned_initialized) {
         double sum = 0.0;
         for (size_t i = 0; i < n; ++i) sum += std::fabs(x[i]);
         auto& acc = abs_sums[fq.slot];
@@ -1150,7 +1150,7 @@ absl::Status TrainingEngine::Impl::InitializeLsq() {
       (*fq)->lsq_zero_point = params_of_slot[slot].second;
     }
   }
-  lsq_initialized = true;
+  learned_initialized = true;
   MarkGradientNeeds();  // the input's fake quantization may now have a trained scale
   return absl::OkStatus();
 }
@@ -1177,7 +1177,7 @@ absl::Status TrainingEngine::Impl::InitializePact() {
     }
     fq.pact_alpha = alpha_of_slot[fq.slot];
   }
-  lsq_initialized = true;
+  learned_initialized = true;
   MarkGradientNeeds();
   return absl::OkStatus();
 }
@@ -1337,7 +1337,7 @@ absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardImpl(const Tensor& imag
                                                      i, " is outside [0, ", logits.c, ")"));
     }
   }
-  if ((impl.qat.lsq || impl.qat.pact) && !impl.lsq_initialized) {
+  if ((impl.qat.lsq || impl.qat.pact) && !impl.learned_initialized) {
     return absl::FailedPreconditionError(absl::StrCat(
         "training: ", impl.qat.lsq ? "LSQ scales" : "PACT clipping levels",
         " are not initialized: Calibrate, then InitializeLearnedScales"));
@@ -1384,7 +1384,7 @@ absl::Status TrainingEngine::Calibrate(const Tensor& images) {
 }
 
 absl::Status TrainingEngine::InitializeLearnedScales() {
-  if (!(impl_->qat.lsq || impl_->qat.pact) || impl_->lsq_initialized) return absl::OkStatus();
+  if (!(impl_->qat.lsq || impl_->qat.pact) || impl_->learned_initialized) return absl::OkStatus();
   QLAB_RETURN_IF_ERROR(impl_->qat.lsq ? impl_->InitializeLsq() : impl_->InitializePact());
   impl_->CollectTrainable(trainable_);
   return absl::OkStatus();
