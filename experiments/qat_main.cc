@@ -87,8 +87,8 @@ absl::Status Main() {
   std::printf(
       "%s  %s W%dA%d%s  fp32 %.2f %%  PTQ %.2f %%  QAT fake-quant %.2f %%  int8 %.2f %%  -> %s\n",
       q.model.c_str(), q.quantizer.c_str(), q.weight_bits, q.activation_bits,
-      c.lsq ? " LSQ" : (c.pact ? " PACT" : ""),
-      100 * r["fp32"]["top1"].get<double>(), 100 * r["ptq_baseline_fake_quant_top1"].get<double>(),
+      c.lsq ? " LSQ" : (c.pact ? " PACT" : ""), 100 * r["fp32"]["top1"].get<double>(),
+      100 * r["ptq_baseline_fake_quant_top1"].get<double>(),
       100 * r["fake_quant"]["top1"].get<double>(), 100 * r["int8"].value("top1", -0.01),
       path.c_str());
   return absl::OkStatus();

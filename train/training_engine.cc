@@ -749,9 +749,8 @@ struct TrainingEngine::Impl {
           }
           if (conv_bn && training && !bn_frozen) {  // the batch norm takes batch statistics
             step.output_sums.resize(step.conv.out_channels);
-            ConvBnOutputForwardWithSums(out.rows(), step.conv.out_channels, z,
-                                        step.bn_scale.data(), bias, y, step.output_sums.data(),
-                                        pool);
+            ConvBnOutputForwardWithSums(out.rows(), step.conv.out_channels, z, step.bn_scale.data(),
+                                        bias, y, step.output_sums.data(), pool);
             step.output_sums_ready = true;
           } else if (conv_bn) {
             ConvBnOutputForward(out.rows(), step.conv.out_channels, z, step.bn_scale.data(), bias,
@@ -776,14 +775,14 @@ struct TrainingEngine::Impl {
             Step* conv_bn = step.conv_bn_step >= 0 ? &steps[step.conv_bn_step] : nullptr;
             if (conv_bn != nullptr && conv_bn->output_sums_ready) {
               BatchNormTrainForwardWithSums(out.rows(), c, x, conv_bn->output_sums.data(),
-                                            params[step.gamma].v(), params[step.beta].v(),
-                                            step.eps, y, step.saved_mean.data(),
-                                            step.saved_inv_std.data(), step.batch_var.data(), pool);
+                                            params[step.gamma].v(), params[step.beta].v(), step.eps,
+                                            y, step.saved_mean.data(), step.saved_inv_std.data(),
+                                            step.batch_var.data(), pool);
               conv_bn->output_sums_ready = false;
             } else {
-              BatchNormTrainForward(out.rows(), c, x, params[step.gamma].v(),
-                                    params[step.beta].v(), step.eps, y, step.saved_mean.data(),
-                                    step.saved_inv_std.data(), step.batch_var.data(), pool);
+              BatchNormTrainForward(out.rows(), c, x, params[step.gamma].v(), params[step.beta].v(),
+                                    step.eps, y, step.saved_mean.data(), step.saved_inv_std.data(),
+                                    step.batch_var.data(), pool);
             }
             BatchNormUpdateRunningStats(c, step.momentum, step.saved_mean.data(),
                                         step.batch_var.data(), params[step.running_mean].v(),
@@ -903,8 +902,8 @@ struct TrainingEngine::Impl {
               step.dscale.resize(c);
               step.dbias.resize(c);
               ConvBnOutputBackward(out.rows(), c, dy, step.conv_out.data<float>(),
-                                   step.bn_scale.data(), dz, step.dscale.data(),
-                                   step.dbias.data(), pool);
+                                   step.bn_scale.data(), dz, step.dscale.data(), step.dbias.data(),
+                                   pool);
             }
             step.dz_ready = false;
             const std::vector<double>& ds = step.dscale;
@@ -1338,9 +1337,9 @@ absl::StatusOr<StepStats> TrainingEngine::ForwardBackwardImpl(const Tensor& imag
     }
   }
   if ((impl.qat.lsq || impl.qat.pact) && !impl.learned_initialized) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "training: ", impl.qat.lsq ? "LSQ scales" : "PACT clipping levels",
-        " are not initialized: Calibrate, then InitializeLearnedScales"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("training: ", impl.qat.lsq ? "LSQ scales" : "PACT clipping levels",
+                     " are not initialized: Calibrate, then InitializeLearnedScales"));
   }
   if (teacher_logits != nullptr && (teacher_logits->dtype() != DType::kFloat32 ||
                                     teacher_logits->shape() != Shape{logits.n, logits.c})) {

@@ -98,8 +98,8 @@ struct QatOptions {
 };
 
 // A trained tensor: a model parameter (state_dict name and PyTorch shape), an LSQ scale
-// ("<slot name>.scale", "<slot name>.zero_point") or a PACT clipping level ("<slot name>.alpha"). value/grad point into the engine and stay
-// valid for its lifetime.
+// ("<slot name>.scale", "<slot name>.zero_point") or a PACT clipping level ("<slot name>.alpha").
+// value/grad point into the engine and stay valid for its lifetime.
 struct TrainableParameter {
   std::string name;
   Shape shape;

@@ -459,8 +459,8 @@ void ConvBackwardFilter(const ConvLayerShape& shape, const float* x, const float
   p.dwt = b.dw_taps.Get(k * ldw);
   ConvFilterGrad(p, pool);
   ReorderDw job{p.dwt, ldw, oc, c, taps, dw};
-  pthreadpool_parallelize_1d(pool, &ReorderDwBlock, &job,
-                             (c + kReorderInputs - 1) / kReorderInputs, kernels::PoolFlags(pool));
+  pthreadpool_parallelize_1d(pool, &ReorderDwBlock, &job, (c + kReorderInputs - 1) / kReorderInputs,
+                             kernels::PoolFlags(pool));
 }
 
 }  // namespace

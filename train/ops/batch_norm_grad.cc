@@ -53,8 +53,8 @@ QLAB_VECTOR_CLONES void NormalizeRows(size_t begin, size_t end, size_t channels,
 
 QLAB_VECTOR_CLONES void AddGradientRows(size_t begin, size_t end, size_t channels,
                                         const float* __restrict x, const float* __restrict dy,
-                                        const double* __restrict center,
-                                        double* __restrict sum_dy, double* __restrict sum_dy_xc) {
+                                        const double* __restrict center, double* __restrict sum_dy,
+                                        double* __restrict sum_dy_xc) {
   for (size_t r = begin; r < end; ++r) {
     const float* x_row = x + r * channels;
     const float* dy_row = dy + r * channels;
@@ -66,11 +66,10 @@ QLAB_VECTOR_CLONES void AddGradientRows(size_t begin, size_t end, size_t channel
   }
 }
 
-QLAB_VECTOR_CLONES void DxRows(size_t begin, size_t end, size_t channels,
-                               const float* __restrict x, const float* __restrict dy,
-                               const float* __restrict mean, const float* __restrict k,
-                               const float* __restrict mean_dy, const float* __restrict slope,
-                               float* __restrict dx) {
+QLAB_VECTOR_CLONES void DxRows(size_t begin, size_t end, size_t channels, const float* __restrict x,
+                               const float* __restrict dy, const float* __restrict mean,
+                               const float* __restrict k, const float* __restrict mean_dy,
+                               const float* __restrict slope, float* __restrict dx) {
   for (size_t r = begin; r < end; ++r) {
     const float* x_row = x + r * channels;
     const float* dy_row = dy + r * channels;
@@ -111,9 +110,9 @@ void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const f
                                 saved_inv_std, batch_var_unbiased, pool);
 }
 
-void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x,
-                                   const double* sums, const float* gamma, const float* beta,
-                                   float eps, float* y, float* saved_mean, float* saved_inv_std,
+void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x, const double* sums,
+                                   const float* gamma, const float* beta, float eps, float* y,
+                                   float* saved_mean, float* saved_inv_std,
                                    float* batch_var_unbiased, pthreadpool_t pool) {
   std::vector<double> mean(sums, sums + channels), squares(channels);
   for (double& m : mean) m /= static_cast<double>(rows);

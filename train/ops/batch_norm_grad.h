@@ -4,7 +4,8 @@
 // pixels of `channels` channels, channels innermost) or [batch][features] (rows = batch).
 //
 // Kernel layer of qlab's training engine (//train): raw pointers, no validation (the layer above
-// checks shapes once); rows >= 1; every output is overwritten. Semantics are PyTorch's
+// checks shapes once); rows >= 1; every output is overwritten and must not overlap an input (the
+// element loops are compiled with __restrict, vector_clones.h). Semantics are PyTorch's
 // (torch.nn.functional.batch_norm, tested against PyTorch 1.13 in batch_norm_grad_torch_test):
 //   training  mean = sum(x) / rows, var = sum((x - mean)^2) / rows (biased),
 //             inv_std = 1 / sqrt(var + eps), y = (x - mean) * inv_std * gamma + beta;
@@ -38,9 +39,9 @@ void BatchNormTrainForward(size_t rows, size_t channels, const float* x, const f
 // order, as float-to-double additions): then the results are the same bits. A producer that
 // writes x can accumulate these in its own pass (ConvBnOutputForwardWithSums, conv_bn_grad.h)
 // and save the batch norm a pass over its input.
-void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x,
-                                   const double* sums, const float* gamma, const float* beta,
-                                   float eps, float* y, float* saved_mean, float* saved_inv_std,
+void BatchNormTrainForwardWithSums(size_t rows, size_t channels, const float* x, const double* sums,
+                                   const float* gamma, const float* beta, float eps, float* y,
+                                   float* saved_mean, float* saved_inv_std,
                                    float* batch_var_unbiased, pthreadpool_t pool);
 
 // running = (1 - momentum) * running + momentum * batch (PyTorch's convention), evaluated in
@@ -71,8 +72,8 @@ struct BatchNormDxCoefficients {
   std::vector<float> k, mean_dy, slope;
 
   void Compute(size_t rows, size_t channels, const float* x, const float* gamma,
-               const float* saved_mean, const float* saved_inv_std, const float* dy,
-               float* dgamma, float* dbeta, pthreadpool_t pool);
+               const float* saved_mean, const float* saved_inv_std, const float* dy, float* dgamma,
+               float* dbeta, pthreadpool_t pool);
 };
 
 // Eval mode (running statistics, no batch stats; used after BN statistics are frozen): y = x *

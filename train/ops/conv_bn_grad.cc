@@ -85,13 +85,12 @@ QLAB_VECTOR_CLONES void ConvBnBatchNormBackwardRows(
   }
 }
 
-// ConvBnOutputBackward's blocked pass: rows(begin, end, dyz, dy_sum) computes dz for a block's
-// rows and adds the block's sums of dy * z and dy into its partial ([0, channels) and
+// ConvBnOutputBackward's blocked pass: block_rows(begin, end, dyz, dy_sum) computes dz for a
+// block's rows and adds the block's sums of dy * z and dy into its partial ([0, channels) and
 // [channels, 2 * channels)); then the per-channel results.
 template <class Rows>
 void ConvBnOutputBackwardOf(size_t rows, size_t channels, const Rows& block_rows,
-                            const float* scale, double* dscale, double* dbias,
-                            pthreadpool_t pool) {
+                            const float* scale, double* dscale, double* dbias, pthreadpool_t pool) {
   std::vector<double> sums(2 * channels);
   BlockedSums(
       rows, internal::kRowsPerBlock, 2 * channels,
@@ -168,9 +167,8 @@ void ConvBnBatchNormBackward(size_t rows, size_t channels, const float* y, const
   ConvBnOutputBackwardOf(
       rows, channels,
       [&](size_t begin, size_t end, double* dyz, double* dy_sum) {
-        ConvBnBatchNormBackwardRows(begin, end, channels, y, dy_bn, bn.k.data(),
-                                    bn.mean_dy.data(), bn.slope.data(), saved_mean, z, scale, dz,
-                                    dyz, dy_sum);
+        ConvBnBatchNormBackwardRows(begin, end, channels, y, dy_bn, bn.k.data(), bn.mean_dy.data(),
+                                    bn.slope.data(), saved_mean, z, scale, dz, dyz, dy_sum);
       },
       scale, dscale, dbias, pool);
 }

@@ -6,8 +6,9 @@
 //
 // Kernel layer of qlab's training engine (//train): raw pointers, no validation (the engine
 // checks shapes once); every output is overwritten except dgamma, which is accumulated (the
-// batch norm's own backward adds its part). Weights are [out_channels][per] (per = in_channels *
-// kh * kw, any order); activations are NHWC rows of `channels` channels.
+// batch norm's own backward adds its part); outputs must not overlap inputs (the element loops
+// are compiled with __restrict, vector_clones.h). Weights are [out_channels][per] (per =
+// in_channels * kh * kw, any order); activations are NHWC rows of `channels` channels.
 //
 // These were serial loops on the training engine's calling thread, over all of a ResNet18's 11 M
 // weights and every conv output, twice per step (forward and backward), while the pool's other

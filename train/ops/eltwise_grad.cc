@@ -18,8 +18,9 @@ namespace {
 // arrays below it run on the calling thread).
 constexpr size_t kChunk = 16384;
 
+// May run in place (dx == dy, eltwise_grad.h), hence no __restrict on those two.
 QLAB_VECTOR_CLONES void ReluBackwardRange(size_t begin, size_t end, const float* __restrict y,
-                                          const float* __restrict dy, float* __restrict dx) {
+                                          const float* dy, float* dx) {
   for (size_t i = begin; i < end; ++i) dx[i] = internal::SelectBits(y[i] > 0.0f, dy[i], 0.0f);
 }
 
@@ -31,8 +32,7 @@ void ReluForward(const float* x, size_t n, float* y, pthreadpool_t pool) {
 
 void ReluBackward(const float* y, const float* dy, size_t n, float* dx, pthreadpool_t pool) {
   internal::ParallelForRowBlocks(
-      n, kChunk, [&](size_t begin, size_t end) { ReluBackwardRange(begin, end, y, dy, dx); },
-      pool);
+      n, kChunk, [&](size_t begin, size_t end) { ReluBackwardRange(begin, end, y, dy, dx); }, pool);
 }
 
 void Accumulate(const float* src, size_t n, float* dst, pthreadpool_t pool) {

@@ -70,8 +70,8 @@ void FakeQuantSteReluBackward(const uint8_t* mask, const float* relu_y, const fl
 // through the rounding, as in the paper: dx = dy where 0 <= x < alpha, else 0; dalpha = the sum
 // of dy where x >= alpha (in double: fixed blocks of elements added in block order, so the same
 // bits for any pool). *dalpha is overwritten.
-void PactBackward(const float* x, const float* dy, size_t n, float alpha, float* dx,
-                  double* dalpha, pthreadpool_t pool);
+void PactBackward(const float* x, const float* dy, size_t n, float alpha, float* dx, double* dalpha,
+                  pthreadpool_t pool);
 
 // LSQ's learned parameters: scales[c] and zero_points[c] for c in [0, channels) (one each per
 // tensor), the integer range, and the gradient scale LSQ applies to dscale and dzero_point

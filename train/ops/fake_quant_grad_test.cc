@@ -264,7 +264,9 @@ TEST(FakeQuantSteTest, ParallelPassesEqualTheKernels) {
     std::vector<float> y;
     std::vector<uint8_t> mask;
   };
-  auto fresh = [&](size_t size) { return Out{std::vector<float>(size), std::vector<uint8_t>(size)}; };
+  auto fresh = [&](size_t size) {
+    return Out{std::vector<float>(size), std::vector<uint8_t>(size)};
+  };
   Out want_tensor = fresh(n), want_weight = fresh(n), want_act = fresh(activation.size());
   kernels::FakeQuantize(x.data(), n, tensor, want_tensor.y.data(), want_tensor.mask.data());
   kernels::FakeQuantizePerChannel(x.data(), weight, channel, want_weight.y.data(),
