@@ -330,6 +330,35 @@ TEST(PactTest, HandComputedBackward) {
   EXPECT_EQ(dalpha, 0.75);
 }
 
+// With the rounding passed straight through (the STE), PACT's gradients are those of the clip
+// y = min(max(x, 0), alpha): central differences of L = sum dy * clip(x) in double, on values kept
+// 0.05 away from the kinks (x = 0, x = alpha) so that the steps of h = 1e-4 do not cross them.
+// Tolerance: the kernel's dx is dy or 0 and its dalpha a double sum of float dy, and L is linear
+// between the kinks, so the difference quotients are exact up to L's double rounding divided by
+// 2h (|L| < 400: ~1e-10).
+TEST(PactTest, BackwardMatchesFiniteDifferencesOfTheClip) {
+  std::mt19937 rng(1126);
+  const float alpha = 1.25f;
+  std::vector<float> x = testing::UniformFloats(301, -1.0f, 3.0f, rng);
+  for (float& v : x) {
+    if (std::fabs(v) < 0.05f || std::fabs(v - alpha) < 0.05f) v += 0.1f;
+  }
+  const std::vector<float> dy = testing::UniformFloats(x.size(), -1.0f, 1.0f, rng);
+  std::vector<double> xd(x.begin(), x.end()), alpha_d = {alpha};
+  auto loss = [&] {
+    double l = 0.0;
+    for (size_t i = 0; i < xd.size(); ++i) l += dy[i] * std::min(std::max(xd[i], 0.0), alpha_d[0]);
+    return l;
+  };
+  const std::vector<double> fd_x = testing::CentralDifferences(xd, loss, 1e-4);
+  const std::vector<double> fd_alpha = testing::CentralDifferences(alpha_d, loss, 1e-4);
+  std::vector<float> dx(x.size());
+  double dalpha = 0.0;
+  PactBackward(x.data(), dy.data(), x.size(), alpha, dx.data(), &dalpha, nullptr);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(dx[i], fd_x[i], 1e-9) << "x = " << x[i];
+  EXPECT_NEAR(dalpha, fd_alpha[0], 1e-9);
+}
+
 // On several blocks: dx element by element and dalpha against a plain double loop (the blocked
 // sum adds the same terms in another order: within 1e-12 of their absolute sum), and the same
 // bits for any pool.
