@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "kernels/fp32/pool_window.h"
 #include "kernels/threadpool/pool_flags.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -31,19 +32,6 @@ struct Fp32PoolTask {
   float* output;
 };
 
-// The window of output coordinate o along one axis: [begin, end) of real input positions, and
-// the padded end (avg pool's count_include_pad divisor), as the interpreter computes them.
-struct Window {
-  int64_t begin, end, start, padded_end;
-};
-inline Window AxisWindow(size_t o, size_t stride, size_t pad, size_t kernel, size_t size) {
-  const int64_t start = static_cast<int64_t>(o * stride) - static_cast<int64_t>(pad);
-  const int64_t padded_end =
-      std::min(start + static_cast<int64_t>(kernel), static_cast<int64_t>(size + pad));
-  return {std::max<int64_t>(start, 0), std::min(padded_end, static_cast<int64_t>(size)), start,
-          padded_end};
-}
-
 template <bool kMax>
 void PoolRow(void* context, size_t row) {
   const Fp32PoolTask& t = *static_cast<const Fp32PoolTask*>(context);
@@ -51,11 +39,11 @@ void PoolRow(void* context, size_t row) {
   const size_t oh = row % g.out_h, b = row / g.out_h;
   const size_t c = g.channels;
   const float* image = t.input + b * g.in_h * g.in_w * c;
-  const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+  const PoolWindow wh = PoolAxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
   const hn::ScalableTag<float> d;
   const size_t lanes = hn::Lanes(d);
   for (size_t ow = 0; ow < g.out_w; ++ow) {
-    const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+    const PoolWindow ww = PoolAxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
     float* out = t.output + (row * g.out_w + ow) * c;
     const bool empty = wh.begin >= wh.end || ww.begin >= ww.end;
     // avg: a true division (not a multiply by 1 / divisor) matches the interpreter bit for bit.

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "train/ops/pool_window.h"
+#include "kernels/fp32/pool_window.h"
 #include "train/ops/select_bits.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -35,10 +35,12 @@ void MaxPoolForwardRowsImpl(const kernels::Fp32PoolGeometry& g, const float* x, 
   const auto minus_infinity = hn::Set(df, -std::numeric_limits<float>::infinity());
   for (size_t row = row_begin; row < row_end; ++row) {
     const size_t b = row / g.out_h, oh = row % g.out_h;
-    const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+    const kernels::PoolWindow wh =
+        kernels::PoolAxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
     const size_t image = b * g.in_h * g.in_w;
     for (size_t ow = 0; ow < g.out_w; ++ow) {
-      const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+      const kernels::PoolWindow ww =
+          kernels::PoolAxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
       float* out = y + (row * g.out_w + ow) * c;
       int32_t* out_index = argmax + (row * g.out_w + ow) * c;
       // The window's first real pixel: where an all -inf (or empty) window points.

@@ -7,15 +7,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/fp32/pool_window.h"
 #include "train/ops/max_pool_forward.h"
 #include "train/ops/parallel_blocks.h"
-#include "train/ops/pool_window.h"
 
 namespace qlab::train {
 namespace {
 
-using internal::AxisWindow;
-using internal::Window;
+using kernels::PoolAxisWindow;
+using kernels::PoolWindow;
 
 size_t ImageSize(const kernels::Fp32PoolGeometry& g) { return g.in_h * g.in_w * g.channels; }
 size_t OutputImageSize(const kernels::Fp32PoolGeometry& g) {
@@ -56,9 +56,9 @@ void AvgPoolBackward(const kernels::Fp32PoolGeometry& g, const float* dy, float*
         std::fill(image, image + ImageSize(g), 0.0f);
         std::vector<float> delta(c);
         for (size_t oh = 0; oh < g.out_h; ++oh) {
-          const Window wh = AxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
+          const PoolWindow wh = PoolAxisWindow(oh, g.stride_h, g.pad_h, g.kernel_h, g.in_h);
           for (size_t ow = 0; ow < g.out_w; ++ow) {
-            const Window ww = AxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
+            const PoolWindow ww = PoolAxisWindow(ow, g.stride_w, g.pad_w, g.kernel_w, g.in_w);
             if (wh.begin >= wh.end || ww.begin >= ww.end) continue;  // forward wrote 0
             const int64_t divisor = g.count_include_pad
                                         ? (wh.padded_end - wh.start) * (ww.padded_end - ww.start)
