@@ -533,6 +533,18 @@ struct TrainingEngine::Impl {
     }
   }
 
+  // EmitGrad for a backward that also accumulates parameter gradients (LSQ's scale, PACT's
+  // clipping level): it runs even when `target` needs no gradient (the image's quantizer), with
+  // the unwanted dx written to scratch.
+  template <typename WriteFn>
+  void EmitGradWithParams(NodeId target, WriteFn&& write) {
+    if (!acts[target].needs_grad) {
+      write(grad_scratch.data<float>());
+      return;
+    }
+    EmitGrad(target, write);
+  }
+
   // --- Fake quantization -----------------------------------------------------------------------
   absl::StatusOr<QuantParams> CurrentQParams(const FakeQuant& fq) {
     return prepared->SlotQParams(fq.slot);
@@ -1023,35 +1035,22 @@ struct TrainingEngine::Impl {
           if (step.fq->pact_alpha >= 0) {
             Param& alpha = params[step.fq->pact_alpha];
             double dalpha = 0.0;
-            auto pact = [&](float* dx) { PactBackward(x, dy, n, alpha.v()[0], dx, &dalpha, pool); };
-            if (in.needs_grad) {
-              EmitGrad(x_id, pact);
-            } else {
-              pact(grad_scratch.data<float>());  // no input gradient: alpha still learns
-            }
+            EmitGradWithParams(
+                x_id, [&](float* dx) { PactBackward(x, dy, n, alpha.v()[0], dx, &dalpha, pool); });
             alpha.g()[0] += static_cast<float>(dalpha);
-            break;
-          }
-          if (step.fq->lsq_scale < 0 && step.relu_step >= 0) {
+          } else if (step.fq->lsq_scale >= 0) {
+            EmitGradWithParams(x_id, [&](float* dx) { LsqBackwardStep(*step.fq, x, dy, n, dx); });
+          } else if (step.relu_step >= 0) {
             Step& relu = steps[step.relu_step];
             EmitGrad(relu.inputs[0], [&](float* dx) {
               FakeQuantSteReluBackward(step.fq->mask.data(), x, dy, n, dx, pool);
             });
             relu.relu_backward_done = true;
-            break;
-          }
-          if (step.fq->lsq_scale >= 0 && !in.needs_grad) {
-            // The image's quantizer: no input gradient, but LSQ's scale still learns from dy.
-            LsqBackwardStep(*step.fq, x, dy, n, grad_scratch.data<float>());
-            break;
-          }
-          EmitGrad(x_id, [&](float* dx) {
-            if (step.fq->lsq_scale >= 0) {
-              LsqBackwardStep(*step.fq, x, dy, n, dx);
-            } else {
+          } else {
+            EmitGrad(x_id, [&](float* dx) {
               FakeQuantSteBackward(step.fq->mask.data(), dy, n, dx, pool);
-            }
-          });
+            });
+          }
           break;
         default:
           QLAB_CHECK_MSG(false, "op validated in Build");
