@@ -24,6 +24,17 @@
 // out with each partial's base pointer in a register (IncrementGroup: GCC had kept the pointers in
 // an array on the stack and reloaded one per increment), and the bin conversion without
 // ConvertTo's overflow fix-up (TruncateInRange).
+//
+// Session 11 (idle Zen 5, kernel alone on 1 M N(0, 1) values, best of 40-50 calls, each variant
+// in several processes): 440-510 -> 255-270 us per pass, from two changes.
+// - Blocks of 512 instead of 4096, prefetching 2048 elements ahead. With 4096, the two 16 KiB
+//   index buffers sat beside 64 KiB of partials in a 48 KiB L1, and the same binary ran at
+//   ~290 us in some processes and 400-500 us in others (the physical pages it got, we think);
+//   blocks of 512 (4 KiB of indices) ran at 250-270 us in every process, and 16 M passes went
+//   from 4.4-5.5 to 4.1-4.3 ms. 256 was no better, 1024 and more worse; 4 partials were as fast
+//   on spread data but 15 % slower on post-ReLU data.
+// - The block loop in a function of its own (CountBlocks) without calls: sharing a function with
+//   the fold's memset, it had its vector constants kept on the stack and reloaded for every group.
 
 #include "kernels/histogram/histogram.h"
 
@@ -43,9 +54,10 @@ namespace qlab::kernels {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr size_t kBlock = 4096;
+constexpr size_t kBlock = 512;
 constexpr size_t kGroup = 16;  // elements per pipelined step (a multiple of every target's lanes)
 constexpr size_t kPartials = 8;
+constexpr size_t kPrefetchAhead = 2048;
 static_assert(kGroup % kPartials == 0 || kPartials % kGroup == 0, "groups split over partials");
 
 // The bin rule's constants as vectors, and the optional inside-range check (IfInside variants).
@@ -230,6 +242,41 @@ size_t AccumulateDirect(const float* x, size_t n, const HistogramBinning& b, flo
   return counted;
 }
 
+// Counts x[0, blocks * kBlock) into the partials, blocks >= 1; `readable` (>= blocks * kBlock)
+// bounds the prefetches. Returns false (kCheck) if an element lies outside [inside_lo,
+// inside_hi], the partials then part-filled. A function of its own with no call inside: when the
+// block loop shared a function with the fold (std::fill's memset), GCC kept the bin rule's vector
+// constants on the stack across it and reloaded five of them for every group.
+template <bool kCheck>
+HWY_NOINLINE bool CountBlocks(const float* x, size_t blocks, size_t readable,
+                              const HistogramBinning& b, float inside_lo, float inside_hi,
+                              const PartialBases& bases) {
+  const hn::ScalableTag<float> d;
+  const BinVectors<hn::ScalableTag<float>> c(d, b, inside_lo, inside_hi);
+  HWY_ALIGN int32_t idx[2][kBlock];
+  if (!BinIndices<kCheck>(d, c, x, kBlock, b, inside_lo, inside_hi, idx[0])) return false;
+  for (size_t k = 0; k + 1 < blocks; ++k) {
+    const int32_t* current = idx[k & 1];
+    int32_t* next = idx[(k + 1) & 1];
+    const float* next_x = x + (k + 1) * kBlock;
+    // kPrefetchAhead elements past the block being binned are requested a line per group (a
+    // group is one 64-byte line): the loads come slowly between increments, and the hardware
+    // prefetcher alone let a 16 M pass stall on memory (standalone, loaded machine: 48-54 ms
+    // per 16 M pass with this, 56-67 without).
+    const bool prefetch = (k + 2) * kBlock + kPrefetchAhead <= readable;
+    auto outside = hn::FirstN(d, 0);
+    for (size_t g = 0; g < kBlock; g += kGroup) {
+      if (prefetch) hwy::Prefetch(next_x + kPrefetchAhead + g);
+      BinGroup<kCheck>(d, c, next_x + g, next + g, &outside);
+      IncrementGroup(current + g, bases);
+    }
+    if (kCheck && !hn::AllFalse(d, outside)) return false;
+  }
+  const int32_t* last = idx[(blocks - 1) & 1];
+  for (size_t g = 0; g < kBlock; g += kGroup) IncrementGroup(last + g, bases);
+  return true;
+}
+
 template <bool kCheck>
 size_t Accumulate(const float* x, size_t n, const HistogramBinning& b, float inside_lo,
                   float inside_hi, int64_t* counts, bool* inside) {
@@ -237,8 +284,6 @@ size_t Accumulate(const float* x, size_t n, const HistogramBinning& b, float ins
   if (n < kPartials * static_cast<size_t>(b.bins)) {
     return AccumulateDirect<kCheck>(x, n, b, inside_lo, inside_hi, counts, inside);
   }
-  const hn::ScalableTag<float> d;
-  const BinVectors<hn::ScalableTag<float>> c(d, b, inside_lo, inside_hi);
   const size_t stride = b.bins + 1;  // + the dump slot
   std::vector<uint32_t> partial(kPartials * stride, 0);
   PartialBases bases;
@@ -248,42 +293,21 @@ size_t Accumulate(const float* x, size_t n, const HistogramBinning& b, float ins
   auto fold = [&] { FoldPartials(bases, b.bins, folded.data(), partial); };
   // uint32 partials: fold long before any could reach 2^32.
   constexpr size_t kBlocksPerFold = (size_t{1} << 30) / kBlock;
-  HWY_ALIGN int32_t idx[2][kBlock];
   const size_t full_blocks = n / kBlock;
-  size_t blocks_since_fold = 0;
   bool ok = true;
-  if (full_blocks > 0) {
-    ok = BinIndices<kCheck>(d, c, x, kBlock, b, inside_lo, inside_hi, idx[0]);
-  }
-  for (size_t k = 0; k < full_blocks && ok; ++k) {
-    const int32_t* current = idx[k & 1];
-    if (k + 1 < full_blocks) {
-      int32_t* next = idx[(k + 1) & 1];
-      const float* next_x = x + (k + 1) * kBlock;
-      // The block after next is requested a line per group (a group is one 64-byte line): the
-      // loads come slowly between increments, and the hardware prefetcher alone let a 16 M pass
-      // stall on memory (standalone, loaded machine: 48-54 ms per 16 M pass with this, 56-67
-      // without).
-      const bool prefetch = k + 2 < full_blocks;
-      auto outside = hn::FirstN(d, 0);
-      for (size_t g = 0; g < kBlock; g += kGroup) {
-        if (prefetch) hwy::Prefetch(next_x + kBlock + g);
-        BinGroup<kCheck>(d, c, next_x + g, next + g, &outside);
-        IncrementGroup(current + g, bases);
-      }
-      if (kCheck && !hn::AllFalse(d, outside)) ok = false;
-    } else {
-      Increment(current, kBlock, bases);
-    }
-    if (++blocks_since_fold == kBlocksPerFold) {
-      fold();
-      blocks_since_fold = 0;
-    }
+  for (size_t first = 0; first < full_blocks && ok; first += kBlocksPerFold) {
+    const size_t blocks = std::min(kBlocksPerFold, full_blocks - first);
+    ok = CountBlocks<kCheck>(x + first * kBlock, blocks, n - first * kBlock, b, inside_lo,
+                             inside_hi, bases);
+    if (ok && blocks == kBlocksPerFold) fold();
   }
   const size_t tail = n - full_blocks * kBlock;
   if (ok && tail > 0) {
-    ok = BinIndices<kCheck>(d, c, x + full_blocks * kBlock, tail, b, inside_lo, inside_hi, idx[0]);
-    if (ok) Increment(idx[0], tail, bases);
+    const hn::ScalableTag<float> d;
+    const BinVectors<hn::ScalableTag<float>> c(d, b, inside_lo, inside_hi);
+    HWY_ALIGN int32_t idx[kBlock];
+    ok = BinIndices<kCheck>(d, c, x + full_blocks * kBlock, tail, b, inside_lo, inside_hi, idx);
+    if (ok) Increment(idx, tail, bases);
   }
   if (!ok) {
     *inside = false;

@@ -23,11 +23,12 @@ namespace {
 
 constexpr uint32_t kBaseSeed = 20261123;
 constexpr float kInf = std::numeric_limits<float>::infinity();
-// Around the pipelined loop's boundaries too: one, two and several full blocks of 4096 with and
+// Around the pipelined loop's boundaries too: one, two and several full blocks of 512 with and
 // without a tail, and the direct path's limit (8 partials x bins: 16384 at 2048 bins).
-const size_t kSizes[] = {0,    1,    3,     7,     15,    16,    17,   31,   63,
-                         64,   65,   127,   1000,  4095,  4096,  4097, 8191, 8192,
-                         8193, 9001, 12289, 16383, 16384, 16385, 20481};
+const size_t kSizes[] = {0,    1,    3,    7,    15,   16,    17,    31,    63,    64,
+                         65,   127,  511,  512,  513,  1000,  1023,  1024,  1025,  4095,
+                         4096, 4097, 8191, 8192, 8193, 9001,  12289, 16383, 16384, 16385,
+                         20481};
 const size_t kOffsets[] = {0, 1, 3};
 
 std::vector<float> MakeData(size_t n, const HistogramBinning& b, std::mt19937& rng) {
