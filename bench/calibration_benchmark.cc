@@ -197,6 +197,33 @@ void BM_HistogramKernel_Ref(benchmark::State& state) {
 BENCHMARK(BM_HistogramKernel)->Arg(kSizes[0])->Arg(kSizes[1]);
 BENCHMARK(BM_HistogramKernel_Ref)->Arg(kSizes[0]);
 
+// The observer's two passes over a batch that widens the range, alone: the range pass
+// (ParallelMinMax) and the binning pass into a fresh PyTorch-rule histogram (Histogram::Add), both
+// split over the same threads as in the observer.
+void BM_ObserverRangePass(benchmark::State& state) {
+  const Tensor& x = BatchesOf(state.range(0)).first;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(ParallelMinMax(x.data<float>(), static_cast<size_t>(x.numel())));
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(x.nbytes()));
+  state.SetLabel(QlabHistogramLabel());
+}
+BENCHMARK(BM_ObserverRangePass)->Arg(kSizes[0])->Arg(kSizes[1])->Unit(benchmark::kMicrosecond);
+
+void BM_ObserverBinningPass(benchmark::State& state) {
+  const Tensor& x = BatchesOf(state.range(0)).first;
+  const size_t n = static_cast<size_t>(x.numel());
+  const BatchMinMax range = ParallelMinMax(x.data<float>(), n);
+  for (auto _ : state) {
+    Histogram h(2048, HistogramBinning::kTorch113);
+    h.Add(x.data<float>(), n, range.min, range.max);
+    benchmark::DoNotOptimize(h.total());
+  }
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+  state.SetLabel(QlabHistogramLabel());
+}
+BENCHMARK(BM_ObserverBinningPass)->Arg(kSizes[0])->Arg(kSizes[1])->Unit(benchmark::kMicrosecond);
+
 // The L2 search alone (independent of the element count), on a 2-batch 1M histogram.
 void BM_TorchL2Search(benchmark::State& state) {
   const Batches& b = BatchesOf(kSizes[0]);

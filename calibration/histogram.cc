@@ -149,7 +149,7 @@ class Helpers {
 
 thread_local bool Helpers::inside_job_ = false;
 
-// Runs part(w, begin, end) over [0, n) cut into chunks of kParallelChunk elements, which the
+// Runs part(w, begin, end) over [0, n) cut into chunks of ParallelChunk(n) elements, which the
 // `workers` workers (worker 0 is the caller's thread, the others Helpers) take in turn from a
 // shared counter until none is left; returns when all are done. Taking chunks instead of fixed
 // halves keeps a busy core from holding half the batch hostage: if a helper is not scheduled
@@ -157,12 +157,13 @@ thread_local bool Helpers::inside_job_ = false;
 // would.
 template <typename Part>
 void RunParts(size_t n, int workers, const Part& part) {
+  const size_t chunk = ParallelChunk(n);
   std::atomic<size_t> next_chunk{0};
   const std::function<void(int)> work = [&](int w) {
     for (;;) {
-      const size_t begin = next_chunk.fetch_add(1, std::memory_order_relaxed) * kParallelChunk;
+      const size_t begin = next_chunk.fetch_add(1, std::memory_order_relaxed) * chunk;
       if (begin >= n) return;
-      part(w, begin, std::min(n, begin + kParallelChunk));
+      part(w, begin, std::min(n, begin + chunk));
     }
   };
   Helpers::Get().Run(workers - 1, work);

@@ -125,7 +125,7 @@ AbsHistogram FoldAbs(const Histogram& h, int bins);
 //
 // Above kParallelMinElements, the two passes over a batch (its range, then its bins) each run on
 // up to kMaxWorkers threads (at most the machine's hardware threads; the caller's thread is one
-// of them): the batch is cut into chunks of kParallelChunk elements that the workers take in
+// of them): the batch is cut into chunks of ParallelChunk(n) elements that the workers take in
 // turn, each worker accumulates its own min/max/NaN count or bin counts with the Highway
 // kernels, and the workers' results are combined. Min, max, NaN counts and bin counts are exact
 // selections or integer sums, so the result is identical to one pass over the whole batch,
@@ -134,6 +134,15 @@ AbsHistogram FoldAbs(const Histogram& h, int bins);
 inline constexpr size_t kParallelMinElements = size_t{1} << 18;
 inline constexpr size_t kParallelChunk = size_t{1} << 17;
 inline constexpr int kMaxWorkers = 2;
+// Chunks of kParallelChunk elements, or of n / kParallelChunksPerPass for batches larger than
+// kParallelChunksPerPass chunks: each chunk costs the binning kernel a few microseconds of set-up
+// (its partial histograms, the first block's indices, a prefetch stream to start), and 32 chunks
+// still balance the two workers. At 16 M elements, 512 K-element chunks took the binning pass
+// from 2.47 to 2.36 ms.
+inline constexpr size_t kParallelChunksPerPass = 32;
+constexpr size_t ParallelChunk(size_t n) {
+  return n / kParallelChunksPerPass > kParallelChunk ? n / kParallelChunksPerPass : kParallelChunk;
+}
 
 // The range of x[0, n): min and max of the non-NaN values (infinities included) and the NaN
 // count; min = +Inf, max = -Inf when there is no such value.

@@ -323,8 +323,11 @@ TEST(RangeMethodsTest, AffinePercentileClipsBothTails) {
 // Sizes around the parallel threshold and chunk boundaries; NaN and Inf sprinkled in. Min, max,
 // NaN counts and bin counts are exact: no tolerance.
 std::vector<size_t> ParallelSizes() {
-  return {kParallelMinElements - 1, kParallelMinElements, kParallelMinElements + 1,
-          3 * kParallelChunk + 5, 7 * kParallelChunk - 3};
+  // The last: chunks of ParallelChunk(n) > kParallelChunk, not a multiple of the kernels' blocks.
+  static_assert(ParallelChunk((kParallelChunksPerPass + 1) * kParallelChunk + 7) > kParallelChunk);
+  return {kParallelMinElements - 1,  kParallelMinElements,      kParallelMinElements + 1,
+          3 * kParallelChunk + 5,    7 * kParallelChunk - 3,
+          (kParallelChunksPerPass + 1) * kParallelChunk + 7};
 }
 
 std::vector<float> WithNonFinite(std::vector<float> x, uint32_t seed, bool nan, bool inf) {
