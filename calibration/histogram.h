@@ -71,7 +71,7 @@ class Histogram {
   // `values` (one run) lies inside [min(), max()] and Add would keep that range, adds them exactly
   // as Add would and returns true; otherwise changes nothing and returns false, and the caller
   // computes the batch's range and calls Add. The check rides on the binning pass and stops at
-  // the first block (4096 values) holding a value outside, so a batch that widens the range
+  // the first block (512 values) holding a value outside, so a batch that widens the range
   // usually costs a few blocks more, and at worst (one outlier at the end) a second pass.
   bool AddIfInsideRange(const ValueRuns& values);
 
