@@ -43,6 +43,12 @@ constexpr float kMinLsqScale = 1e-8f;
 // Likewise PACT's smallest clipping level.
 constexpr float kMinPactAlpha = 1e-6f;
 
+// PACT's quantization scale for clipping level alpha: [0, alpha] over [quant_min, quant_max]. One
+// function for the forward and WriteBackQat, so that convert quantizes on the training grid.
+float PactScale(float alpha, int32_t quant_min, int32_t quant_max) {
+  return std::max(alpha, kMinPactAlpha) / static_cast<float>(quant_max - quant_min);
+}
+
 // A parameter tensor: a model parameter or batch-norm statistic (PyTorch layout), or an LSQ scale.
 struct Param {
   std::string name;
@@ -1219,7 +1225,7 @@ absl::Status TrainingEngine::Impl::PactForwardStep(FakeQuant& fq, const float* x
   float& alpha = params[fq.pact_alpha].v()[0];
   alpha = std::max(alpha, kMinPactAlpha);  // an optimizer step may push it to <= 0
   const auto [qmin, qmax] = SlotRange(*prepared, fq.slot);
-  const float scale = alpha / static_cast<float>(qmax - qmin);
+  const float scale = PactScale(alpha, qmin, qmax);
   fq.applied_scales.assign(1, scale);
   fq.applied_zero_points.assign(1, qmin);
   fq.applied_min = qmin;
@@ -1455,8 +1461,7 @@ absl::Status TrainingEngine::WriteBackQat() {
   for (const Step& step : impl.steps) {
     if (!step.fq.has_value() || step.fq->pact_alpha < 0) continue;
     QLAB_ASSIGN_OR_RETURN(QuantParams q, impl.prepared->SlotQParams(step.fq->slot));
-    const float alpha = std::max(impl.params[step.fq->pact_alpha].v()[0], kMinPactAlpha);
-    q.scales[0] = alpha / static_cast<float>(q.quant_max - q.quant_min);
+    q.scales[0] = PactScale(impl.params[step.fq->pact_alpha].v()[0], q.quant_min, q.quant_max);
     q.zero_points[0] = q.quant_min;
     QLAB_RETURN_IF_ERROR(q.Validate());
     impl.prepared->mutable_slot(step.fq->slot).learned = std::move(q);

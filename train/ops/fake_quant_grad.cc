@@ -42,9 +42,6 @@ struct LsqBlockArgs {
   float* dx;
 };
 
-// The LSQ backward's per-element loop is compiled for several x86-64 levels (vector_clones.h);
-// the fake_quant_grad_baseline_test target builds the baseline code alone, so that it is tested
-// on machines that have AVX-512 too.
 // dx = mask ? dy : 0 over [begin, end), and 0 also where relu_y (when not null) is <= 0. In place
 // (dx == dy) for weight gradients, hence no __restrict on those two.
 QLAB_VECTOR_CLONES void SteRange(size_t begin, size_t end, const uint8_t* __restrict mask,
@@ -70,6 +67,9 @@ QLAB_VECTOR_CLONES double PactRange(size_t begin, size_t end, const float* __res
   return clipped;
 }
 
+// The LSQ backward's per-element loop, compiled for several x86-64 levels like the loops above
+// (vector_clones.h); the fake_quant_grad_baseline_test target builds the baseline code alone, so
+// that it is tested on machines that have AVX-512 too.
 // Elements [begin, end): writes dx and adds the dscale / dzero_point terms per channel into
 // partial[0, channels) / partial[channels, 2 channels). Terms are summed in element order within
 // each run of one channel's consecutive elements, and each run's sum is added to the channel's
